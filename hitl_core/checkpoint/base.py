@@ -1,0 +1,193 @@
+"""The checkpoint storage protocol and the helpers every backend shares.
+
+The protocol is shaped so that Redis and Cosmos DB can implement it with their native
+primitives: a session is one document with a version (an etag in Cosmos, a counter in Redis
+and SQLite); ``save`` is a conditional write on that version; finished sessions carry a TTL;
+the reviewer inbox is a query over pending requests paged by an opaque continuation token;
+audit records are appended in the same write as the checkpoint that caused them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from ..errors import CheckpointTooLargeError, StorageError
+from .models import (
+    AuditRecord,
+    Page,
+    PendingRequestEntry,
+    SessionSummary,
+    StoredCheckpoint,
+    WorkflowCheckpoint,
+)
+
+DEFAULT_MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+Clock = Callable[[], float]
+
+
+@runtime_checkable
+class CheckpointStorage(Protocol):
+    """Where workflow sessions live between a pause and a resume."""
+
+    async def load(self, session_id: str) -> StoredCheckpoint | None:
+        """The session's latest checkpoint and its version, or None if absent or expired."""
+        ...
+
+    async def save(
+        self,
+        checkpoint: WorkflowCheckpoint,
+        *,
+        expected_version: str | None,
+        ttl_seconds: int | None = None,
+        audit: Sequence[AuditRecord] = (),
+    ) -> str:
+        """Write ``checkpoint`` if the stored version is ``expected_version`` (None: must not exist).
+
+        Returns the new version. Raises :class:`ConcurrencyError` on a mismatch and
+        :class:`CheckpointTooLargeError` before writing an oversized document. ``audit`` records
+        are appended in the same write. ``ttl_seconds`` (None: keep) expires the session.
+        """
+        ...
+
+    async def delete(self, session_id: str, *, expected_version: str | None = None) -> bool:
+        """Remove the session (and its audit trail); False if it was not there."""
+        ...
+
+    async def list_sessions(
+        self,
+        *,
+        workflow: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        continuation: str | None = None,
+    ) -> Page[SessionSummary]:
+        """Sessions ordered by id, optionally filtered."""
+        ...
+
+    async def list_pending_requests(
+        self,
+        *,
+        workflow: str | None = None,
+        assignee: str | None = None,
+        limit: int = 50,
+        continuation: str | None = None,
+    ) -> Page[PendingRequestEntry]:
+        """The reviewer inbox: pending requests, oldest first."""
+        ...
+
+    async def list_audit(self, session_id: str) -> list[AuditRecord]:
+        """The session's audit records in order."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def encode_document(checkpoint: WorkflowCheckpoint, max_bytes: int | None) -> str:
+    """Serialise a checkpoint, refusing (before any write) one that exceeds ``max_bytes``."""
+    text = checkpoint.model_dump_json()
+    if max_bytes is not None:
+        size = len(text.encode("utf-8")) if not text.isascii() else len(text)
+        if size > max_bytes:
+            raise CheckpointTooLargeError(checkpoint.session_id, size, max_bytes)
+    return text
+
+
+def decode_document(text: str | bytes) -> WorkflowCheckpoint:
+    return WorkflowCheckpoint.model_validate_json(text)
+
+
+def encode_token(values: Sequence[Any]) -> str:
+    """An opaque continuation token (URL-safe) carrying the last key seen."""
+    raw = json.dumps(list(values), separators=(",", ":")).encode("utf-8")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_token(token: str, arity: int) -> list[Any]:
+    """Read a continuation token back; a malformed one is a caller error, not a crash."""
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        values = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (ValueError, UnicodeError) as exc:
+        raise InvalidContinuationError("continuation token is malformed") from exc
+    if not isinstance(values, list) or len(values) != arity:
+        raise InvalidContinuationError("continuation token is malformed")
+    return values
+
+
+class InvalidContinuationError(StorageError, ValueError):
+    """A continuation token that this storage did not issue."""
+
+
+def inbox_key(entry: PendingRequestEntry) -> tuple[str, str, str]:
+    """Inbox order: oldest request first, ties broken by session and call id."""
+    return (entry.request.created_at.isoformat(), entry.session_id, entry.request.call_id)
+
+
+def inbox_entries(checkpoint: WorkflowCheckpoint) -> list[PendingRequestEntry]:
+    return [
+        PendingRequestEntry(session_id=checkpoint.session_id, workflow=checkpoint.workflow, request=p)
+        for p in checkpoint.pending_requests
+    ]
+
+
+def page_inbox(
+    entries: Iterable[PendingRequestEntry],
+    *,
+    workflow: str | None,
+    assignee: str | None,
+    limit: int,
+    continuation: str | None,
+) -> Page[PendingRequestEntry]:
+    """Filter, order and page inbox entries held in memory (InMemory and File backends)."""
+    after = tuple(decode_token(continuation, 3)) if continuation else None
+    selected = sorted(
+        (
+            e
+            for e in entries
+            if (workflow is None or e.workflow == workflow)
+            and (assignee is None or assignee in e.request.approvers)
+        ),
+        key=inbox_key,
+    )
+    if after is not None:
+        selected = [e for e in selected if inbox_key(e) > after]
+    items = selected[: max(limit, 0)]
+    token = encode_token(inbox_key(items[-1])) if len(selected) > len(items) and items else None
+    return Page[PendingRequestEntry](items=items, continuation=token)
+
+
+def page_sessions(
+    summaries: Iterable[SessionSummary],
+    *,
+    workflow: str | None,
+    status: str | None,
+    limit: int,
+    continuation: str | None,
+) -> Page[SessionSummary]:
+    after = decode_token(continuation, 1)[0] if continuation else None
+    selected = sorted(
+        (
+            s
+            for s in summaries
+            if (workflow is None or s.workflow == workflow) and (status is None or s.status == status)
+        ),
+        key=lambda s: s.session_id,
+    )
+    if after is not None:
+        selected = [s for s in selected if s.session_id > after]
+    items = selected[: max(limit, 0)]
+    token = encode_token([items[-1].session_id]) if len(selected) > len(items) and items else None
+    return Page[SessionSummary](items=items, continuation=token)
+
+
+def expiry(ttl_seconds: int | None, clock: Clock = time.time) -> float | None:
+    """Absolute expiry time for a TTL (None or 0: never)."""
+    if not ttl_seconds:
+        return None
+    return clock() + ttl_seconds

@@ -1,0 +1,109 @@
+"""InMemoryCheckpointStorage: for tests and synchronous (Pattern 1) use.
+
+Documents are kept as JSON text, not live objects, so a caller mutating a loaded checkpoint
+cannot change what is stored — the same isolation a real database gives.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..errors import ConcurrencyError
+from .base import (
+    DEFAULT_MAX_DOCUMENT_BYTES,
+    Clock,
+    decode_document,
+    encode_document,
+    expiry,
+    inbox_entries,
+    page_inbox,
+    page_sessions,
+)
+from .models import AuditRecord, Page, PendingRequestEntry, SessionSummary, StoredCheckpoint, WorkflowCheckpoint
+
+
+@dataclass
+class _Row:
+    version: int
+    text: str
+    checkpoint: WorkflowCheckpoint
+    expires_at: float | None
+
+
+class InMemoryCheckpointStorage:
+    """A process-local store with the same semantics as the durable ones."""
+
+    def __init__(self, *, max_document_bytes: int | None = DEFAULT_MAX_DOCUMENT_BYTES,
+                 clock: Clock = time.time) -> None:
+        self._rows: dict[str, _Row] = {}
+        self._audit: dict[str, list[str]] = {}
+        self._clock = clock
+        self.max_document_bytes = max_document_bytes
+
+    def _live(self, session_id: str) -> _Row | None:
+        row = self._rows.get(session_id)
+        if row is not None and row.expires_at is not None and row.expires_at <= self._clock():
+            del self._rows[session_id]  # audit records outlive the session's TTL
+            return None
+        return row
+
+    async def load(self, session_id: str) -> StoredCheckpoint | None:
+        row = self._live(session_id)
+        if row is None:
+            return None
+        return StoredCheckpoint(checkpoint=decode_document(row.text), version=str(row.version))
+
+    async def save(
+        self,
+        checkpoint: WorkflowCheckpoint,
+        *,
+        expected_version: str | None,
+        ttl_seconds: int | None = None,
+        audit: Sequence[AuditRecord] = (),
+    ) -> str:
+        text = encode_document(checkpoint, self.max_document_bytes)
+        row = self._live(checkpoint.session_id)
+        actual = str(row.version) if row else None
+        if actual != expected_version:
+            raise ConcurrencyError(checkpoint.session_id, expected_version, actual)
+        version = (row.version + 1) if row else 1
+        self._rows[checkpoint.session_id] = _Row(
+            version, text, decode_document(text), expiry(ttl_seconds, self._clock)
+        )
+        if audit:
+            self._audit.setdefault(checkpoint.session_id, []).extend(r.model_dump_json() for r in audit)
+        return str(version)
+
+    async def delete(self, session_id: str, *, expected_version: str | None = None) -> bool:
+        row = self._live(session_id)
+        if row is None:
+            return False
+        if expected_version is not None and str(row.version) != expected_version:
+            raise ConcurrencyError(session_id, expected_version, str(row.version))
+        del self._rows[session_id]
+        self._audit.pop(session_id, None)
+        return True
+
+    async def list_sessions(self, *, workflow: str | None = None, status: str | None = None,
+                            limit: int = 100, continuation: str | None = None) -> Page[SessionSummary]:
+        summaries = [
+            SessionSummary(session_id=sid, workflow=r.checkpoint.workflow, status=r.checkpoint.status,
+                           updated_at=r.checkpoint.updated_at)
+            for sid in list(self._rows)
+            if (r := self._live(sid)) is not None  # type: ignore[assignment]
+        ]
+        return page_sessions(summaries, workflow=workflow, status=status, limit=limit, continuation=continuation)
+
+    async def list_pending_requests(self, *, workflow: str | None = None, assignee: str | None = None,
+                                    limit: int = 50, continuation: str | None = None) -> Page[PendingRequestEntry]:
+        entries = [e for sid in list(self._rows) if (r := self._live(sid)) is not None
+                   for e in inbox_entries(r.checkpoint)]
+        return page_inbox(entries, workflow=workflow, assignee=assignee, limit=limit, continuation=continuation)
+
+    async def list_audit(self, session_id: str) -> list[AuditRecord]:
+        return [AuditRecord.model_validate_json(t) for t in self._audit.get(session_id, [])]
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,255 @@
+"""SqliteCheckpointStorage: the embedded default (one file, WAL mode).
+
+Why the calls are made on the event loop rather than in a thread: with WAL and
+``synchronous=NORMAL`` a commit is a local append without fsync (tens of microseconds), which
+is cheaper than the thread hop ``asyncio.to_thread`` costs. Durability: WAL + NORMAL survives
+process crashes (the service's failure model: SIGKILL, restarts); only an OS crash or power loss
+can lose the last commits. Pass ``synchronous="FULL"`` to fsync every commit.
+
+Tables: ``sessions`` (one row per session: the checkpoint document and its version),
+``requests`` (one row per pending request, rewritten with the session in the same
+transaction: the inbox index) and ``audit`` (append-only, outlives the session's TTL).
+Every statement is parameterised.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from ..errors import ConcurrencyError, StorageUnavailableError
+from .base import (
+    DEFAULT_MAX_DOCUMENT_BYTES,
+    Clock,
+    decode_document,
+    decode_token,
+    encode_document,
+    encode_token,
+    expiry,
+)
+from .models import (
+    AuditRecord,
+    Page,
+    PendingRequest,
+    PendingRequestEntry,
+    SessionSummary,
+    StoredCheckpoint,
+    WorkflowCheckpoint,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY,
+    workflow   TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    doc        TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    expires_at REAL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions(expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS requests (
+    session_id TEXT NOT NULL,
+    call_id    TEXT NOT NULL,
+    workflow   TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    approvers  TEXT NOT NULL,
+    doc        TEXT NOT NULL,
+    PRIMARY KEY (session_id, call_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS requests_inbox ON requests(created_at, session_id, call_id);
+CREATE INDEX IF NOT EXISTS requests_by_workflow ON requests(workflow, created_at, session_id, call_id);
+CREATE TABLE IF NOT EXISTS audit (
+    session_id TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    doc        TEXT NOT NULL,
+    PRIMARY KEY (session_id, seq)
+) WITHOUT ROWID;
+"""
+
+_PURGE_EVERY = 500
+
+
+class SqliteCheckpointStorage:
+    """Checkpoints in one SQLite file; safe for several processes on one machine."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        max_document_bytes: int | None = DEFAULT_MAX_DOCUMENT_BYTES,
+        busy_timeout_ms: int = 10_000,
+        clock: Clock = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_document_bytes = max_document_bytes
+        self._clock = clock
+        self._saves = 0
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=busy_timeout_ms / 1000)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}")
+        self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        self._db.executescript(_SCHEMA)
+
+    def _now(self) -> float:
+        return self._clock()
+
+    async def load(self, session_id: str) -> StoredCheckpoint | None:
+        row = self._db.execute(
+            "SELECT version, doc FROM sessions WHERE session_id = ? AND (expires_at IS NULL OR expires_at > ?)",
+            (session_id, self._now()),
+        ).fetchone()
+        if row is None:
+            return None
+        return StoredCheckpoint(checkpoint=decode_document(row[1]), version=str(row[0]))
+
+    async def save(
+        self,
+        checkpoint: WorkflowCheckpoint,
+        *,
+        expected_version: str | None,
+        ttl_seconds: int | None = None,
+        audit: Sequence[AuditRecord] = (),
+    ) -> str:
+        text = encode_document(checkpoint, self.max_document_bytes)
+        sid = checkpoint.session_id
+        now = self._now()
+        expires_at = expiry(ttl_seconds, self._clock)
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StorageUnavailableError(f"sqlite is busy: {exc}", retry_after=1) from exc
+        try:
+            if expected_version is None:
+                db.execute("DELETE FROM sessions WHERE session_id = ? AND expires_at IS NOT NULL AND expires_at <= ?",
+                           (sid, now))
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO sessions(session_id, workflow, status, version, doc, updated_at, expires_at)"
+                    " VALUES (?, ?, ?, 1, ?, ?, ?)",
+                    (sid, checkpoint.workflow, checkpoint.status, text, checkpoint.updated_at.isoformat(), expires_at),
+                )
+                new_version = 1
+            else:
+                new_version = int(expected_version) + 1 if expected_version.isdigit() else -1
+                cur = db.execute(
+                    "UPDATE sessions SET workflow = ?, status = ?, version = ?, doc = ?, updated_at = ?, expires_at = ?"
+                    " WHERE session_id = ? AND version = ? AND (expires_at IS NULL OR expires_at > ?)",
+                    (checkpoint.workflow, checkpoint.status, new_version, text, checkpoint.updated_at.isoformat(),
+                     expires_at, sid, new_version - 1, now),
+                )
+            if cur.rowcount != 1:
+                actual = db.execute(
+                    "SELECT version FROM sessions WHERE session_id = ? AND (expires_at IS NULL OR expires_at > ?)",
+                    (sid, now),
+                ).fetchone()
+                raise ConcurrencyError(sid, expected_version, str(actual[0]) if actual else None)
+            db.execute("DELETE FROM requests WHERE session_id = ?", (sid,))
+            if checkpoint.pending_requests:
+                db.executemany(
+                    "INSERT INTO requests(session_id, call_id, workflow, created_at, approvers, doc)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (sid, p.call_id, checkpoint.workflow, p.created_at.isoformat(), json.dumps(p.approvers),
+                         p.model_dump_json())
+                        for p in checkpoint.pending_requests
+                    ],
+                )
+            if audit:
+                db.executemany(
+                    "INSERT INTO audit(session_id, seq, doc) VALUES (?, ?, ?)",
+                    [(r.session_id, r.seq, r.model_dump_json()) for r in audit],
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._saves += 1
+        if self._saves % _PURGE_EVERY == 0:
+            self.purge_expired()
+        return str(new_version)
+
+    def purge_expired(self) -> int:
+        """Delete sessions whose TTL has passed (their audit records stay)."""
+        now = self._now()
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            expired = [r[0] for r in db.execute(
+                "SELECT session_id FROM sessions WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))]
+            db.executemany("DELETE FROM requests WHERE session_id = ?", [(s,) for s in expired])
+            db.executemany("DELETE FROM sessions WHERE session_id = ?", [(s,) for s in expired])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return len(expired)
+
+    async def delete(self, session_id: str, *, expected_version: str | None = None) -> bool:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute("SELECT version FROM sessions WHERE session_id = ? AND (expires_at IS NULL OR expires_at > ?)",
+                             (session_id, self._now())).fetchone()
+            if row is None:
+                db.execute("COMMIT")
+                return False
+            if expected_version is not None and str(row[0]) != expected_version:
+                raise ConcurrencyError(session_id, expected_version, str(row[0]))
+            for table in ("requests", "audit", "sessions"):
+                db.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))  # noqa: S608 - fixed names
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return True
+
+    async def list_sessions(self, *, workflow: str | None = None, status: str | None = None,
+                            limit: int = 100, continuation: str | None = None) -> Page[SessionSummary]:
+        after = decode_token(continuation, 1)[0] if continuation else ""
+        rows = self._db.execute(
+            "SELECT session_id, workflow, status, updated_at FROM sessions"
+            " WHERE session_id > ? AND (? IS NULL OR workflow = ?) AND (? IS NULL OR status = ?)"
+            " AND (expires_at IS NULL OR expires_at > ?) ORDER BY session_id LIMIT ?",
+            (after, workflow, workflow, status, status, self._now(), limit + 1),
+        ).fetchall()
+        items = [SessionSummary(session_id=r[0], workflow=r[1], status=r[2], updated_at=r[3]) for r in rows[:limit]]
+        token = encode_token([items[-1].session_id]) if len(rows) > limit and items else None
+        return Page[SessionSummary](items=items, continuation=token)
+
+    async def list_pending_requests(self, *, workflow: str | None = None, assignee: str | None = None,
+                                    limit: int = 50, continuation: str | None = None) -> Page[PendingRequestEntry]:
+        after: list[Any] = decode_token(continuation, 3) if continuation else ["", "", ""]
+        rows = self._db.execute(
+            "SELECT r.session_id, r.workflow, r.doc, r.created_at, r.call_id FROM requests r"
+            " JOIN sessions s ON s.session_id = r.session_id"
+            " WHERE (r.created_at, r.session_id, r.call_id) > (?, ?, ?)"
+            " AND (? IS NULL OR r.workflow = ?)"
+            " AND (? IS NULL OR EXISTS (SELECT 1 FROM json_each(r.approvers) WHERE json_each.value = ?))"
+            " AND (s.expires_at IS NULL OR s.expires_at > ?)"
+            " ORDER BY r.created_at, r.session_id, r.call_id LIMIT ?",
+            (*after, workflow, workflow, assignee, assignee, self._now(), limit + 1),
+        ).fetchall()
+        items = [
+            PendingRequestEntry(session_id=r[0], workflow=r[1], request=PendingRequest.model_validate_json(r[2]))
+            for r in rows[:limit]
+        ]
+        token = None
+        if len(rows) > limit and items:
+            last = rows[limit - 1]
+            token = encode_token([last[3], last[0], last[4]])
+        return Page[PendingRequestEntry](items=items, continuation=token)
+
+    async def list_audit(self, session_id: str) -> list[AuditRecord]:
+        rows = self._db.execute("SELECT doc FROM audit WHERE session_id = ? ORDER BY seq", (session_id,)).fetchall()
+        return [AuditRecord.model_validate_json(r[0]) for r in rows]
+
+    async def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,190 @@
+"""The project's one error tree.
+
+Every error hitl raises derives from :class:`HitlError`. Backends translate their SDK errors
+into this tree inside the backend; only the Functions adapter turns them into HTTP statuses.
+Errors a caller can fix by passing something else also derive from ``ValueError`` (the seed's
+troubleshooting table speaks of ``ValueError``), so ``except ValueError`` keeps working::
+
+    HitlError
+    ├── WorkflowDefinitionError (ValueError)     build() rejected the graph
+    ├── CheckpointingNotConfiguredError (ValueError)
+    │                                            checkpoint_id given, no with_checkpointing(...)
+    ├── SerializationError (TypeError)           a value cannot be stored as JSON
+    ├── WorkflowRunError                         a handler failed or the run could not continue
+    │   └── MisroutedRequestError                a RequestInfoMessage reached a plain executor
+    ├── SessionError
+    │   ├── SessionNotFoundError (LookupError)   no stored session under that id
+    │   ├── SessionConflictError                 same session id started with another input
+    │   └── SessionClosedError                   session completed/failed/cancelled
+    ├── RequestError (ValueError)
+    │   ├── UnknownRequestError                  call_id not pending; lists the pending ones
+    │   ├── RequestAlreadyHandledError           call_id already decided; carries the decision
+    │   └── ResponseValidationError              result fails the response type; stays pending
+    ├── NotAuthorizedError (PermissionError)     caller may not decide this request
+    └── StorageError
+        ├── ConcurrencyError                     expected version did not match (etag)
+        ├── CheckpointTooLargeError (ValueError) document would exceed the backend's item limit
+        └── StorageUnavailableError              backend down/throttled; retry_after seconds
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class HitlError(Exception):
+    """Base of every error raised by hitl."""
+
+
+class WorkflowDefinitionError(HitlError, ValueError):
+    """The workflow graph cannot run as built (names both ends of a bad edge)."""
+
+
+class CheckpointingNotConfiguredError(HitlError, ValueError):
+    """A checkpoint_id was given to a workflow built without checkpoint storage."""
+
+    def __init__(self, checkpoint_id: str) -> None:
+        super().__init__(
+            f"checkpoint_id {checkpoint_id!r} was given but this workflow has no checkpoint storage: "
+            "build it with WorkflowBuilder().with_checkpointing(checkpoint_storage=...) "
+            "(e.g. SqliteCheckpointStorage('hitl.db')) or pass checkpoint_storage= explicitly"
+        )
+        self.checkpoint_id = checkpoint_id
+
+
+class SerializationError(HitlError, TypeError):
+    """A value cannot be written to a checkpoint as JSON (raised where the value was produced)."""
+
+
+class WorkflowRunError(HitlError):
+    """A run could not continue: a handler raised, or the graph could not deliver a message."""
+
+
+class MisroutedRequestError(WorkflowRunError):
+    """A RequestInfoMessage reached an executor that cannot handle it."""
+
+
+class SessionError(HitlError):
+    """Base for problems with a stored session."""
+
+    def __init__(self, message: str, *, session_id: str) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+
+
+class SessionNotFoundError(SessionError, LookupError):
+    """No session is stored under this id."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"no session {session_id!r} is stored", session_id=session_id)
+
+
+class SessionConflictError(SessionError):
+    """The session id exists already and was started with different input."""
+
+
+class SessionClosedError(SessionError):
+    """The session has finished (completed, failed or cancelled) and accepts no more input."""
+
+    def __init__(self, session_id: str, status: str) -> None:
+        super().__init__(f"session {session_id!r} is {status} and accepts no more input", session_id=session_id)
+        self.status = status
+
+
+class RequestError(HitlError, ValueError):
+    """Base for a decision that cannot be applied to a pending request."""
+
+    def __init__(self, message: str, *, session_id: str | None, call_id: str) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+        self.call_id = call_id
+
+
+class UnknownRequestError(RequestError):
+    """The call_id is not pending in this session; ``pending`` lists those that are."""
+
+    def __init__(self, call_id: str, pending: Sequence[str], *, session_id: str | None = None) -> None:
+        listed = ", ".join(repr(p) for p in pending) if pending else "none"
+        where = f" in session {session_id!r}" if session_id else ""
+        super().__init__(
+            f"call_id {call_id!r} is not a pending request{where}; pending call_ids: {listed}. "
+            "Pass the call_id of the FunctionCallContent you received.",
+            session_id=session_id,
+            call_id=call_id,
+        )
+        self.pending = list(pending)
+
+
+class RequestAlreadyHandledError(RequestError):
+    """The request was decided already; ``decision`` is the recorded one."""
+
+    def __init__(self, call_id: str, decision: dict[str, Any], *, session_id: str | None = None) -> None:
+        who = decision.get("decided_by") or "unknown"
+        when = decision.get("decided_at") or "unknown time"
+        super().__init__(
+            f"request {call_id!r} was already handled by {who} at {when}; "
+            f"recorded result: {decision.get('result')!r}",
+            session_id=session_id,
+            call_id=call_id,
+        )
+        self.decision = decision
+
+
+class ResponseValidationError(RequestError):
+    """The result does not validate against the response type; the request stays pending."""
+
+    def __init__(
+        self, call_id: str, response_type: str, errors: list[dict[str, Any]], *, session_id: str | None = None
+    ) -> None:
+        summary = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())) or '<root>'}: {e.get('msg')}" for e in errors
+        )
+        super().__init__(
+            f"result for request {call_id!r} does not match {response_type}: {summary}",
+            session_id=session_id,
+            call_id=call_id,
+        )
+        self.response_type = response_type
+        self.errors = errors
+
+
+class NotAuthorizedError(HitlError, PermissionError):
+    """The caller may not decide this request."""
+
+
+class StorageError(HitlError):
+    """Base for checkpoint storage failures (SDK errors are translated to these)."""
+
+
+class ConcurrencyError(StorageError):
+    """Another writer changed the session first (expected version/etag did not match)."""
+
+    def __init__(self, session_id: str, expected: str | None, actual: str | None) -> None:
+        super().__init__(
+            f"session {session_id!r} changed concurrently: expected version {expected!r}, found {actual!r}"
+        )
+        self.session_id = session_id
+        self.expected = expected
+        self.actual = actual
+
+
+class CheckpointTooLargeError(StorageError, ValueError):
+    """The checkpoint would exceed the backend's document size limit."""
+
+    def __init__(self, session_id: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"checkpoint of session {session_id!r} is {size} bytes, over the storage limit of {limit} bytes; "
+            "keep large payloads out of workflow state (store a reference instead)"
+        )
+        self.session_id = session_id
+        self.size = size
+        self.limit = limit
+
+
+class StorageUnavailableError(StorageError):
+    """The backend is unreachable or throttling; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
