@@ -94,6 +94,7 @@ def encode(value: Any, path: str = "value") -> Any:
         if TAG not in value and all(type(k) is str for k in value):
             return {k: encode(v, f"{path}[{k!r}]") for k, v in value.items()}
         return {TAG: "dict", "v": [[encode(k, f"{path}<key>"), encode(v, f"{path}[{k!r}]")] for k, v in value.items()]}
+    cls: type
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         cls = type(value)
         _registry.setdefault(type_name(cls), cls)
@@ -157,7 +158,7 @@ def decode(data: Any) -> Any:
     tag = data.get(TAG)
     if tag is None:
         return {k: decode(v) for k, v in data.items()}
-    payload = data.get("v")
+    payload: Any = data.get("v")
     if tag == "dataclass":
         cls = resolve_type(data["t"])
         values = {k: decode(v) for k, v in payload.items()}
@@ -208,7 +209,7 @@ def plain(data: Any) -> Any:
     tag = data.get(TAG)
     if tag is None:
         return {k: plain(v) for k, v in data.items()}
-    payload = data.get("v")
+    payload: Any = data.get("v")
     if tag in ("dataclass", "enum"):
         return plain(payload)
     if tag == "model":

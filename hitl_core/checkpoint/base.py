@@ -10,6 +10,7 @@ audit records are appended in the same write as the checkpoint that caused them.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -124,9 +125,16 @@ class InvalidContinuationError(StorageError, ValueError):
     """A continuation token that this storage did not issue."""
 
 
+def sort_stamp(moment: dt.datetime) -> str:
+    """A fixed-width UTC timestamp whose string order is its time order (for indexes and tokens)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def inbox_key(entry: PendingRequestEntry) -> tuple[str, str, str]:
     """Inbox order: oldest request first, ties broken by session and call id."""
-    return (entry.request.created_at.isoformat(), entry.session_id, entry.request.call_id)
+    return (sort_stamp(entry.request.created_at), entry.session_id, entry.request.call_id)
 
 
 def inbox_entries(checkpoint: WorkflowCheckpoint) -> list[PendingRequestEntry]:

@@ -92,7 +92,7 @@ class InMemoryCheckpointStorage:
             SessionSummary(session_id=sid, workflow=r.checkpoint.workflow, status=r.checkpoint.status,
                            updated_at=r.checkpoint.updated_at)
             for sid in list(self._rows)
-            if (r := self._live(sid)) is not None  # type: ignore[assignment]
+            if (r := self._live(sid)) is not None
         ]
         return page_sessions(summaries, workflow=workflow, status=status, limit=limit, continuation=continuation)
 

@@ -30,6 +30,7 @@ from .base import (
     encode_document,
     encode_token,
     expiry,
+    sort_stamp,
 )
 from .models import (
     AuditRecord,
@@ -157,7 +158,7 @@ class SqliteCheckpointStorage:
                     "INSERT INTO requests(session_id, call_id, workflow, created_at, approvers, doc)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
                     [
-                        (sid, p.call_id, checkpoint.workflow, p.created_at.isoformat(), json.dumps(p.approvers),
+                        (sid, p.call_id, checkpoint.workflow, sort_stamp(p.created_at), json.dumps(p.approvers),
                          p.model_dump_json())
                         for p in checkpoint.pending_requests
                     ],
@@ -196,8 +197,10 @@ class SqliteCheckpointStorage:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            row = db.execute("SELECT version FROM sessions WHERE session_id = ? AND (expires_at IS NULL OR expires_at > ?)",
-                             (session_id, self._now())).fetchone()
+            row = db.execute(
+                "SELECT version FROM sessions WHERE session_id = ? AND (expires_at IS NULL OR expires_at > ?)",
+                (session_id, self._now()),
+            ).fetchone()
             if row is None:
                 db.execute("COMMIT")
                 return False

@@ -27,7 +27,7 @@ from .typing_utils import matches
 from .workflow import Workflow
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     """Who wrote a chat message."""
 
     SYSTEM = "system"

@@ -11,9 +11,9 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, cast, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Generic, Never, cast, get_args, get_origin, get_type_hints
 
-from typing_extensions import Never, TypeVar
+from typing_extensions import TypeVar
 
 from ..errors import WorkflowDefinitionError
 from .events import WorkflowEvent
@@ -86,7 +86,7 @@ def handler(func: F) -> F:
     if not inspect.iscoroutinefunction(func):
         raise WorkflowDefinitionError(f"handler {func.__qualname__} must be declared with 'async def'")
     setattr(func, _HANDLER_MARK, True)
-    return func
+    return cast(F, func)
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ class Executor:
 
     _handler_cache: dict[type, tuple[HandlerSpec, ...]] = {}
 
-    def __init__(self, id: str | None = None) -> None:  # noqa: A002 - the seed's name
+    def __init__(self, id: str | None = None) -> None:
         self.id = id or type(self).__name__
         if not self.id or not isinstance(self.id, str):
             raise WorkflowDefinitionError("executor id must be a non-empty string")

@@ -135,7 +135,7 @@ def request_data_view(encoded_request: Any) -> dict[str, Any]:
 class RequestInfoExecutor(Executor):
     """The gateway to people: records each request it receives and pauses the run."""
 
-    def __init__(self, id: str = "request_info") -> None:  # noqa: A002 - the seed's name
+    def __init__(self, id: str = "request_info") -> None:
         super().__init__(id=id)
 
     @handler

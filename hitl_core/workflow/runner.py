@@ -56,7 +56,7 @@ from .events import (
     WorkflowRunState,
     WorkflowStatusEvent,
 )
-from .executor import Executor, WorkflowContext
+from .executor import WorkflowContext
 from .request_info import (
     RequestInfoExecutor,
     RequestInfoMessage,
@@ -267,7 +267,9 @@ class RunState:
         for envelope in envelopes:
             spec = executor.find_handler(envelope.message)
             if spec is None:  # routing checked this already; a restored queue may disagree
-                raise WorkflowRunError(f"executor {target_id!r} has no handler for {type(envelope.message).__qualname__}")
+                raise WorkflowRunError(
+                    f"executor {target_id!r} has no handler for {type(envelope.message).__qualname__}"
+                )
             try:
                 await spec.func(executor, envelope.message, ctx)
             except HitlError:
@@ -438,8 +440,8 @@ class SessionRunner:
     async def _continue(self, stored: StoredCheckpoint, opts: RunOptions) -> AsyncIterator[WorkflowEvent]:
         cp = stored.checkpoint
         if cp.status != "running":
-            for event in self.workflow_pending_events(cp):
-                yield event
+            for pending_event in self.workflow_pending_events(cp):
+                yield pending_event
             yield WorkflowStatusEvent(state=_state_for(cp.status))
             return
         run = RunState(self.workflow, cp)
@@ -462,29 +464,27 @@ class SessionRunner:
         cp = run.checkpoint
         yield WorkflowStatusEvent(state=WorkflowRunState.IN_PROGRESS)
         failure: BaseException | None = None
-        try:
-            while run.queue:
+        while run.queue and failure is None:
+            try:
                 if cp.superstep >= self.max_supersteps:
                     raise WorkflowRunError(
                         f"session {cp.session_id!r} exceeded {self.max_supersteps} supersteps; "
                         "is there a cycle without a pause?"
                     )
                 await run.superstep()
-                for event in run.buffer:
-                    yield event
-                run.buffer.clear()
-                if self.policy == "per_superstep" and run.queue:
-                    cp.queue = run.encode_queue()
-                    cp.status = "running"
-                    cp.updated_at = utcnow()
-                    cp.metadata["lease_until"] = (utcnow() + dt.timedelta(seconds=self.lease_seconds)).isoformat()
-                    version = await self._save(run, version, opts, "superstep", None)
-                    cp.queue = []
-        except Exception as exc:
-            failure = exc
+            except Exception as exc:  # a handler or routing failure fails the session
+                failure = exc
             for event in run.buffer:
                 yield event
             run.buffer.clear()
+            if failure is None and self.policy == "per_superstep" and run.queue:
+                # storage errors here propagate: the session stays as last saved
+                cp.queue = run.encode_queue()
+                cp.status = "running"
+                cp.updated_at = utcnow()
+                cp.metadata["lease_until"] = (utcnow() + dt.timedelta(seconds=self.lease_seconds)).isoformat()
+                version = await self._save(run, version, opts, "superstep", None)
+                cp.queue = []
         cp.queue = []
         cp.updated_at = utcnow()
         cp.metadata.pop("lease_until", None)

@@ -39,17 +39,18 @@ def matches(value: Any, tp: Any) -> bool:
         return isinstance(tp, type) and isinstance(value, tp)
     if not isinstance(origin, type) or not isinstance(value, origin):
         return False
+    container: Any = value
     args = get_args(tp)
     if not args:
         return True
     if origin in (list, set, frozenset):
-        return all(matches(item, args[0]) for item in value)
+        return all(matches(item, args[0]) for item in container)
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
-            return all(matches(item, args[0]) for item in value)
-        return len(args) == len(value) and all(matches(v, a) for v, a in zip(value, args, strict=True))
+            return all(matches(item, args[0]) for item in container)
+        return len(args) == len(container) and all(matches(v, a) for v, a in zip(container, args, strict=True))
     if origin is dict:
-        return all(matches(k, args[0]) and matches(v, args[1]) for k, v in value.items())
+        return all(matches(k, args[0]) and matches(v, args[1]) for k, v in container.items())
     return True
 
 

@@ -166,7 +166,7 @@ class WorkflowBuilder:
                 "(WorkflowContext[Never]) but has an outgoing edge"
             )
         if isinstance(target, RequestInfoExecutor):
-            ok = any(_is_subclass(t, RequestInfoMessage) for t in sent)
+            ok = any(t is Any or t is object or _is_subclass(t, RequestInfoMessage) for t in sent)
         else:
             ok = any(_can_accept(spec_type, t) for t in sent for spec_type in target.input_types())
         if not ok:
@@ -300,8 +300,12 @@ class Workflow:
             yield event
 
     async def run_from_checkpoint(self, checkpoint_id: str, checkpoint_storage: CheckpointStorage | None = None,
-                                  responses: Mapping[str, Any] | None = None) -> WorkflowRunResult:
-        return await _collect(self.run_stream_from_checkpoint(checkpoint_id, checkpoint_storage, responses))
+                                  responses: Mapping[str, Any] | None = None, *,
+                                  options: RunOptions | None = None) -> WorkflowRunResult:
+        """Non-streaming :meth:`run_stream_from_checkpoint`."""
+        return await _collect(
+            self.run_stream_from_checkpoint(checkpoint_id, checkpoint_storage, responses, options=options)
+        )
 
     async def send_responses_streaming(self, responses: Mapping[str, Any]) -> AsyncIterator[WorkflowEvent]:
         """Answer requests of the session this object ran last."""
