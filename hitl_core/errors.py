@@ -12,6 +12,8 @@ troubleshooting table speaks of ``ValueError``), so ``except ValueError`` keeps 
     ├── SerializationError (TypeError)           a value cannot be stored as JSON
     ├── WorkflowRunError                         a handler failed or the run could not continue
     │   └── MisroutedRequestError                a RequestInfoMessage reached a plain executor
+    ├── UnknownWorkflowError (LookupError)       no workflow registered under that name
+    ├── InputValidationError (ValueError)        a start input fails the workflow's input model
     ├── SessionError
     │   ├── SessionNotFoundError (LookupError)   no stored session under that id
     │   ├── SessionConflictError                 same session id started with another input
@@ -63,6 +65,27 @@ class WorkflowRunError(HitlError):
 
 class MisroutedRequestError(WorkflowRunError):
     """A RequestInfoMessage reached an executor that cannot handle it."""
+
+
+class UnknownWorkflowError(HitlError, LookupError):
+    """No workflow is registered under this name."""
+
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        super().__init__(f"no workflow {name!r}; known workflows: {', '.join(sorted(known)) or 'none'}")
+        self.name = name
+        self.known = list(known)
+
+
+class InputValidationError(HitlError, ValueError):
+    """A start input does not match the workflow's declared input model."""
+
+    def __init__(self, workflow: str, errors: list[dict[str, Any]]) -> None:
+        summary = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())) or '<root>'}: {e.get('msg')}" for e in errors
+        )
+        super().__init__(f"input for workflow {workflow!r} is invalid: {summary}")
+        self.workflow = workflow
+        self.errors = errors
 
 
 class SessionError(HitlError):

@@ -73,6 +73,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("HITL_SMTP_PASSWORD", None, "SMTP login password (optional).", secret=True),
     SettingSpec("HITL_SMTP_STARTTLS", "true", "Use STARTTLS on the SMTP connection."),
     SettingSpec("HITL_SMTP_FROM", "hitl@localhost", "Sender address of notification e-mails."),
+    SettingSpec("HITL_NOTIFY_DEFAULT_RECIPIENTS", None,
+                "Comma-separated e-mail addresses notified when a request names no e-mail approver."),
     SettingSpec("HITL_REMINDER_INTERVAL_SECONDS", "86400", "Interval between reminders for a pending request."),
     SettingSpec("HITL_EXPENSE_MANAGER_DEADLINE_SECONDS", "172800",
                 "Deadline of the expense-approval manager request."),
@@ -117,6 +119,10 @@ def _int(env: Mapping[str, str], name: str, *, minimum: int = 0) -> int:
     return number
 
 
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in (_raw(env, name) or "").split(",") if item.strip())
+
+
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
     value = (_raw(env, name) or "").lower()
     if value not in allowed:
@@ -153,6 +159,7 @@ class Settings:
     smtp_password: str | None = field(default=None, repr=False)
     smtp_starttls: bool = True
     smtp_from: str = "hitl@localhost"
+    notify_default_recipients: tuple[str, ...] = ()
     reminder_interval_seconds: int = 86400
     expense_manager_deadline_seconds: int = 172800
     expense_finance_deadline_seconds: int = 259200
@@ -161,7 +168,6 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every ``HITL_`` setting from ``env`` (default: the process environment)."""
         source: Mapping[str, str] = os.environ if env is None else env
-        keys = _raw(source, "HITL_LINK_SIGNING_KEYS")
         storage = _choice(source, "HITL_STORAGE", ("sqlite", "file", "memory", "redis", "cosmos"))
         settings = cls(
             storage=storage,  # type: ignore[arg-type]
@@ -179,7 +185,7 @@ class Settings:
             eventgrid_topic_key=_raw(source, "HITL_EVENTGRID_TOPIC_KEY"),
             public_base_url=(_raw(source, "HITL_PUBLIC_BASE_URL") or "").rstrip("/"),
             auth_mode=_choice(source, "HITL_AUTH_MODE", ("easyauth", "dev")),  # type: ignore[arg-type]
-            link_signing_keys=tuple(k.strip() for k in (keys or "").split(",") if k.strip()),
+            link_signing_keys=_list(source, "HITL_LINK_SIGNING_KEYS"),
             link_ttl_seconds=_int(source, "HITL_LINK_TTL_SECONDS", minimum=1),
             webhook_url=_raw(source, "HITL_WEBHOOK_URL"),
             webhook_secret=_raw(source, "HITL_WEBHOOK_SECRET"),
@@ -189,6 +195,7 @@ class Settings:
             smtp_password=_raw(source, "HITL_SMTP_PASSWORD"),
             smtp_starttls=_bool(source, "HITL_SMTP_STARTTLS"),
             smtp_from=_raw(source, "HITL_SMTP_FROM") or "hitl@localhost",
+            notify_default_recipients=_list(source, "HITL_NOTIFY_DEFAULT_RECIPIENTS"),
             reminder_interval_seconds=_int(source, "HITL_REMINDER_INTERVAL_SECONDS", minimum=1),
             expense_manager_deadline_seconds=_int(source, "HITL_EXPENSE_MANAGER_DEADLINE_SECONDS", minimum=1),
             expense_finance_deadline_seconds=_int(source, "HITL_EXPENSE_FINANCE_DEADLINE_SECONDS", minimum=1),

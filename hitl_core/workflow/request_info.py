@@ -63,6 +63,7 @@ class RequestResponse(Generic[TRequest, TResponse]):
     data: TResponse
     original_request: TRequest
     request_id: str
+    decided_by: str | None = None
 
 
 def response_spec(message_type: Any) -> tuple[type, Any] | None:

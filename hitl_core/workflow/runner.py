@@ -95,6 +95,12 @@ class RunOptions:
     finished_ttl_seconds: int | None = None
     input_fingerprint: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: Set by the runner after every write: the checkpoint as stored and its version.
+    saved: StoredCheckpoint | None = None
+
+    def record(self, checkpoint: WorkflowCheckpoint, version: str) -> str:
+        self.saved = StoredCheckpoint.model_construct(checkpoint=checkpoint, version=version)
+        return version
 
 
 def fingerprint(value: Any) -> str:
@@ -350,8 +356,8 @@ class SessionRunner:
             events: list[WorkflowEvent] = [WorkflowStatusEvent(state=WorkflowRunState.CANCELLED)]
             audit = opts.save_hook(cp, events, "cancel") if opts.save_hook else ()
             try:
-                await self.storage.save(cp, expected_version=stored.version,
-                                        ttl_seconds=opts.finished_ttl_seconds, audit=audit)
+                opts.record(cp, await self.storage.save(cp, expected_version=stored.version,
+                                                        ttl_seconds=opts.finished_ttl_seconds, audit=audit))
             except ConcurrencyError:
                 continue
             return cp
@@ -420,6 +426,7 @@ class SessionRunner:
                 version = await self.storage.save(cp, expected_version=stored.version, audit=audit)
             except ConcurrencyError:
                 continue
+            opts.record(cp, version)
             return StoredCheckpoint.model_construct(checkpoint=cp, version=version)
 
     def _validate(self, pending: PendingRequest, result: Any, session_id: str) -> Any:
@@ -449,7 +456,7 @@ class SessionRunner:
             if decision.applied:
                 continue
             response = RequestResponse(data=decode(decision.result), original_request=decode(decision.request),
-                                       request_id=decision.call_id)
+                                       request_id=decision.call_id, decided_by=decision.decided_by)
             run.queue.append(_Envelope(response, decision.request_executor_id or "", decision.executor_id or ""))
             decision.applied = True
         async for event in self._drive(run, stored.version, opts, "final"):
@@ -516,7 +523,7 @@ class SessionRunner:
         audit = opts.save_hook(cp, list(run.unsaved_events), phase) if opts.save_hook else ()
         new_version = await self.storage.save(cp, expected_version=version, ttl_seconds=ttl, audit=audit)
         run.unsaved_events.clear()
-        return new_version
+        return opts.record(cp, new_version)
 
 
 def _state_for(status: str) -> WorkflowRunState:

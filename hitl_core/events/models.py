@@ -1,0 +1,77 @@
+"""The event contract: types, source, subject and deterministic ids.
+
+Ids are derived from (session, call, type, discriminator) so the same fact always carries the
+same id: a republished outbox entry or an Event Grid redelivery can be recognised downstream.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class EventType(enum.StrEnum):
+    REQUEST_CREATED = "hitl.request.created"
+    REQUEST_RESOLVED = "hitl.request.resolved"
+    REQUEST_EXPIRED = "hitl.request.expired"
+    REQUEST_REMINDER = "hitl.request.reminder"
+    REQUEST_ESCALATED = "hitl.request.escalated"
+    SESSION_COMPLETED = "hitl.session.completed"
+    SESSION_FAILED = "hitl.session.failed"
+    SESSION_CANCELLED = "hitl.session.cancelled"
+
+
+#: Events that ask a person to act (the notification function consumes these).
+REQUEST_EVENT_TYPES: frozenset[str] = frozenset(
+    {EventType.REQUEST_CREATED, EventType.REQUEST_REMINDER, EventType.REQUEST_ESCALATED}
+)
+
+_NAMESPACE = uuid.UUID("6f1d1c34-8a5e-4a57-9a0e-2d5f3b8e7c11")
+
+
+def event_id(session_id: str, call_id: str | None, event_type: str, discriminator: str = "") -> str:
+    """A UUID that is the same every time the same fact is announced."""
+    return str(uuid.uuid5(_NAMESPACE, "\x1f".join((session_id, call_id or "", event_type, discriminator))))
+
+
+class HitlCloudEvent(BaseModel):
+    """A CloudEvents 1.0 envelope as the service publishes it (and the outbox stores it)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    source: str
+    type: str
+    specversion: str = "1.0"
+    subject: str | None = None
+    time: str | None = None
+    datacontenttype: str = "application/json"
+    data: Any = None
+
+
+def make_event(
+    event_type: EventType | str,
+    *,
+    workflow: str,
+    session_id: str,
+    call_id: str | None,
+    data: Any,
+    discriminator: str = "",
+    time: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Build the JSON form of one event (what goes into the outbox and onto the wire)."""
+    subject = f"sessions/{session_id}/requests/{call_id}" if call_id else f"sessions/{session_id}"
+    moment = time or dt.datetime.now(dt.UTC)
+    return HitlCloudEvent(
+        id=event_id(session_id, call_id, str(event_type), discriminator),
+        source=f"/workflows/{workflow}",
+        type=str(event_type),
+        subject=subject,
+        time=moment.isoformat(),
+        data=data,
+    ).model_dump(mode="json")
+

@@ -1,0 +1,102 @@
+"""Event Grid triggers and the outbox sweep.
+
+- ``notify_reviewers`` consumes hitl.request.created / reminder / escalated and notifies people
+  through the configured channels (webhook, e-mail), de-duplicated by event id.
+- ``track_deadlines`` starts the deadline orchestration of a request that has a deadline, and
+  ends it when the request is resolved, expired or cancelled.
+- ``sweep_outbox`` (timer, every minute) republishes events left in outboxes by a process that
+  died between its write and its publish, and finishes continuations whose process died.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from ..events.models import REQUEST_EVENT_TYPES, EventType
+from .durable import ORCHESTRATOR_NAME, deadline_input
+from .runtime import get_runtime
+
+logger = logging.getLogger("hitl_core.functions")
+
+bp = df.Blueprint()
+
+_dispatchers: dict[int, Any] = {}
+
+
+def cloud_event(event: func.EventGridEvent) -> dict[str, Any]:
+    """The CloudEvent as the service published it, rebuilt from the trigger's binding."""
+    return {
+        "id": event.id,
+        "type": event.event_type,
+        "source": event.topic,
+        "subject": event.subject,
+        "time": event.event_time.isoformat() if event.event_time else None,
+        "data": event.get_json(),
+    }
+
+
+def _dispatcher() -> Any:
+    rt = get_runtime()
+    key = id(rt)
+    dispatcher = _dispatchers.get(key)
+    if dispatcher is None:
+        from ..notify.dedup import RedisDedupStore, SqliteDedupStore
+        from ..notify.dispatcher import NotificationDispatcher
+
+        settings = rt.settings
+        dedup: Any
+        if settings.storage == "redis" and settings.redis_url:
+            dedup = RedisDedupStore(settings.redis_url)
+        else:
+            dedup = SqliteDedupStore(settings.data_dir / "notifications.db")
+        dispatcher = NotificationDispatcher.from_settings(settings, dedup)
+        _dispatchers.clear()
+        _dispatchers[key] = dispatcher
+    return dispatcher
+
+
+def deadline_instance_id(session_id: str, call_id: str) -> str:
+    """One orchestration per request, named from the session and call ids."""
+    digest = hashlib.sha256(f"{session_id}\x1f{call_id}".encode()).hexdigest()[:32]
+    return f"hitl-deadline-{digest}"
+
+
+@bp.event_grid_trigger(arg_name="event")
+async def notify_reviewers(event: func.EventGridEvent) -> None:
+    if event.event_type not in REQUEST_EVENT_TYPES:
+        return
+    result = await _dispatcher().handle(cloud_event(event))
+    logger.info("notification for %s: %s", event.id, getattr(result, "status", result))
+
+
+@bp.event_grid_trigger(arg_name="event")
+@bp.durable_client_input(client_name="client")
+async def track_deadlines(event: func.EventGridEvent, client: df.DurableOrchestrationClient) -> None:
+    data = event.get_json() or {}
+    session_id, call_id = data.get("session_id"), data.get("call_id")
+    if not session_id or not call_id:
+        return
+    instance_id = deadline_instance_id(session_id, call_id)
+    if event.event_type == EventType.REQUEST_CREATED and data.get("deadline"):
+        status = await client.get_status(instance_id)
+        if status is not None and getattr(status, "runtime_status", None) is not None:
+            return  # already tracked (Event Grid redelivered the event)
+        await client.start_new(ORCHESTRATOR_NAME, instance_id,
+                               deadline_input(session_id, call_id, data["deadline"], get_runtime().settings))
+    elif event.event_type in (EventType.REQUEST_RESOLVED, EventType.REQUEST_EXPIRED):
+        status = await client.get_status(instance_id)
+        state = getattr(getattr(status, "runtime_status", None), "value", None)
+        if state in ("Running", "Pending"):
+            await client.raise_event(instance_id, "decided", {"event": event.event_type})
+
+
+@bp.timer_trigger(schedule="0 */1 * * * *", arg_name="timer", run_on_startup=False)
+async def sweep_outbox(timer: func.TimerRequest) -> None:
+    report = await get_runtime().service.sweep()
+    if report["published"] or report["recovered"]:
+        logger.info("outbox sweep: %s", report)

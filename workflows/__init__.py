@@ -1,0 +1,7 @@
+"""The deployment's workflows. ``ALL`` is what function_app.py registers."""
+
+from hitl_core.registry import WorkflowSpec
+
+from . import content_review, expense_approval
+
+ALL: tuple[WorkflowSpec, ...] = (content_review.SPEC, expense_approval.SPEC)

@@ -1,0 +1,102 @@
+"""content-review — the seed's scenario as a service workflow.
+
+Input ``{"draft": str}`` (optionally ``"reviewers": [...]``, who may decide). Each round asks a
+person ``{"draft", "iteration"}`` and expects ``{"approved": bool, "feedback": str = ""}``.
+Approved -> output ``{"published": <draft>}``. Rejected -> the draft is revised with the
+feedback and a new request (new call_id, iteration + 1) is raised; after 3 rejections ->
+output ``{"status": "abandoned"}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from hitl_core import (
+    CheckpointStorage,
+    Executor,
+    RequestInfoExecutor,
+    RequestInfoMessage,
+    RequestResponse,
+    Workflow,
+    WorkflowBuilder,
+    WorkflowContext,
+    handler,
+)
+from hitl_core.registry import WorkflowSpec
+from hitl_core.settings import Settings
+
+NAME = "content-review"
+MAX_REJECTIONS = 3
+
+
+class ContentReviewInput(BaseModel):
+    draft: str = Field(min_length=1, max_length=100_000)
+    reviewers: list[str] = Field(default_factory=list, max_length=50)
+
+
+class ReviewDecision(BaseModel):
+    approved: bool
+    feedback: str = Field(default="", max_length=10_000)
+
+
+@dataclass
+class DraftReviewRequest(RequestInfoMessage):
+    draft: str = ""
+    iteration: int = 1
+
+
+def revise(draft: str, feedback: str) -> str:
+    """Stand-in for the model call that rewrites the draft from the reviewer's feedback."""
+    note = feedback.strip() or "no feedback given"
+    return f"{draft}\n[revised: {note}]"
+
+
+class Editor(Executor):
+    def __init__(self) -> None:
+        super().__init__(id="editor")
+
+    @handler
+    async def start(self, job: ContentReviewInput, ctx: WorkflowContext[DraftReviewRequest]) -> None:
+        await ctx.set_state({"draft": job.draft, "iteration": 1, "reviewers": job.reviewers})
+        await ctx.send_message(DraftReviewRequest(draft=job.draft, iteration=1, approvers=job.reviewers),
+                               target_id="request_info")
+
+    @handler
+    async def reviewed(
+        self,
+        answer: RequestResponse[DraftReviewRequest, ReviewDecision],
+        ctx: WorkflowContext[DraftReviewRequest, dict[str, Any]],
+    ) -> None:
+        state = await ctx.get_state()
+        if answer.data.approved:
+            await ctx.yield_output({"published": answer.original_request.draft})
+            return
+        if state["iteration"] >= MAX_REJECTIONS:
+            await ctx.yield_output({"status": "abandoned"})
+            return
+        state["iteration"] += 1
+        state["draft"] = revise(state["draft"], answer.data.feedback)
+        await ctx.set_state(state)
+        await ctx.send_message(
+            DraftReviewRequest(draft=state["draft"], iteration=state["iteration"], approvers=state["reviewers"]),
+            target_id="request_info",
+        )
+
+
+def build(storage: CheckpointStorage, settings: Settings) -> Workflow:
+    editor, request_info = Editor(), RequestInfoExecutor(id="request_info")
+    return (
+        WorkflowBuilder(name=NAME)
+        .set_start_executor(editor)
+        .add_edge(editor, request_info)
+        .add_edge(request_info, editor)
+        .with_checkpointing(checkpoint_storage=storage)
+        .build()
+    )
+
+
+SPEC = WorkflowSpec(name=NAME, input_model=ContentReviewInput, build=build,
+                    description="Review a draft until it is approved or rejected three times.")

@@ -1,0 +1,117 @@
+"""expense-approval — a manager approves; above 1000 finance approves too.
+
+Input ``{"employee": str, "amount": number > 0, "currency": str, "description": str}`` (optionally
+``"manager"``: who may approve the first step; default role ``managers``). Each request expects
+``{"approved": bool, "comment": str = ""}`` and has a deadline from settings: the manager's
+request escalates to ``finance-managers`` at its deadline, the finance request expires.
+Output ``{"status": "approved" | "rejected", "amount": ..., "decided_by": [...]}``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from hitl_core import (
+    CheckpointStorage,
+    Executor,
+    RequestInfoExecutor,
+    RequestInfoMessage,
+    RequestResponse,
+    Workflow,
+    WorkflowBuilder,
+    WorkflowContext,
+    handler,
+)
+from hitl_core.registry import WorkflowSpec
+from hitl_core.settings import Settings
+
+NAME = "expense-approval"
+FINANCE_THRESHOLD = 1000
+
+
+class ExpenseInput(BaseModel):
+    employee: str = Field(min_length=1, max_length=200)
+    amount: float = Field(gt=0)
+    currency: str = Field(min_length=3, max_length=3, pattern=r"^[A-Z]{3}$")
+    description: str = Field(min_length=1, max_length=2000)
+    manager: str | None = Field(default=None, max_length=200)
+
+
+class ApprovalDecision(BaseModel):
+    approved: bool
+    comment: str = Field(default="", max_length=5000)
+
+
+@dataclass
+class ExpenseApprovalRequest(RequestInfoMessage):
+    stage: Literal["manager", "finance"] = "manager"
+    employee: str = ""
+    amount: float = 0.0
+    currency: str = ""
+    description: str = ""
+
+
+class ExpenseApprover(Executor):
+    def __init__(self, manager_deadline_s: int, finance_deadline_s: int) -> None:
+        super().__init__(id="expenses")
+        self.manager_deadline_s = manager_deadline_s
+        self.finance_deadline_s = finance_deadline_s
+
+    def _request(self, claim: dict[str, Any], stage: Literal["manager", "finance"]) -> ExpenseApprovalRequest:
+        now = dt.datetime.now(dt.UTC)
+        if stage == "manager":
+            approvers = [claim["manager"]] if claim.get("manager") else ["managers"]
+            deadline = now + dt.timedelta(seconds=self.manager_deadline_s)
+            policy = {"action": "escalate", "escalate_to": ["finance-managers"],
+                      "extend_seconds": self.finance_deadline_s, "then": "expire"}
+        else:
+            approvers = ["finance"]
+            deadline = now + dt.timedelta(seconds=self.finance_deadline_s)
+            policy = {"action": "expire"}
+        return ExpenseApprovalRequest(stage=stage, employee=claim["employee"], amount=claim["amount"],
+                                      currency=claim["currency"], description=claim["description"],
+                                      approvers=approvers, deadline=deadline, timeout_policy=policy)
+
+    @handler
+    async def submit(self, claim: ExpenseInput, ctx: WorkflowContext[ExpenseApprovalRequest]) -> None:
+        state = {**claim.model_dump(), "decided_by": []}
+        await ctx.set_state(state)
+        await ctx.send_message(self._request(state, "manager"), target_id="request_info")
+
+    @handler
+    async def decided(
+        self,
+        answer: RequestResponse[ExpenseApprovalRequest, ApprovalDecision],
+        ctx: WorkflowContext[ExpenseApprovalRequest, dict[str, Any]],
+    ) -> None:
+        state = await ctx.get_state()
+        state["decided_by"].append(answer.decided_by or "unknown")
+        await ctx.set_state(state)
+        if not answer.data.approved:
+            await ctx.yield_output({"status": "rejected", "amount": state["amount"], "decided_by": state["decided_by"]})
+            return
+        if answer.original_request.stage == "manager" and state["amount"] > FINANCE_THRESHOLD:
+            await ctx.send_message(self._request(state, "finance"), target_id="request_info")
+            return
+        await ctx.yield_output({"status": "approved", "amount": state["amount"], "decided_by": state["decided_by"]})
+
+
+def build(storage: CheckpointStorage, settings: Settings) -> Workflow:
+    approver = ExpenseApprover(settings.expense_manager_deadline_seconds, settings.expense_finance_deadline_seconds)
+    request_info = RequestInfoExecutor(id="request_info")
+    return (
+        WorkflowBuilder(name=NAME)
+        .set_start_executor(approver)
+        .add_edge(approver, request_info)
+        .add_edge(request_info, approver)
+        .with_checkpointing(checkpoint_storage=storage)
+        .build()
+    )
+
+
+SPEC = WorkflowSpec(name=NAME, input_model=ExpenseInput, build=build,
+                    description="Manager approval, plus finance approval above 1000.")
