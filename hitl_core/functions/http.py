@@ -24,6 +24,8 @@ from .runtime import get_runtime
 bp = df.Blueprint()
 
 MAX_BODY_BYTES = 1024 * 1024
+MAX_JSON_DEPTH = 32
+MAX_STRING_CHARS = 100_000
 _ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _WORKFLOW = re.compile(r"^[a-z0-9][a-z0-9\-]{0,63}$")
 
@@ -50,9 +52,30 @@ def read_json(req: func.HttpRequest, *, required: bool = True) -> Any:
         raise HttpProblem(415, "Unsupported media type",
                           f"send the body as application/json, not {content_type or 'no content type'}")
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise HttpProblem(400, "Malformed JSON", f"the body is not valid JSON: {exc}") from None
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise HttpProblem(400, "Malformed JSON", f"the body is not valid JSON: {type(exc).__name__}") from None
+    check_shape(value)
+    return value
+
+
+def check_shape(value: Any) -> None:
+    """Refuse pathological JSON (deep nesting, huge strings) before it reaches a workflow."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise HttpProblem(422, "Invalid body", f"JSON nesting deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(item, str):
+            if len(item) > MAX_STRING_CHARS:
+                raise HttpProblem(422, "Invalid body", f"a string is longer than {MAX_STRING_CHARS} characters")
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if len(key) > MAX_STRING_CHARS:
+                    raise HttpProblem(422, "Invalid body", f"a key is longer than {MAX_STRING_CHARS} characters")
+                stack.append((child, depth + 1))
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
 
 
 def _validate(model: Any, data: Any) -> Any:
@@ -148,6 +171,13 @@ async def get_audit(req: func.HttpRequest) -> func.HttpResponse:
         return ok(await get_runtime().service.audit(session_id, verify=verify))
 
     return await guarded(req, handle)
+
+
+@bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def openapi(req: func.HttpRequest) -> func.HttpResponse:
+    from ..openapi import openapi_document
+
+    return ok(openapi_document(sorted(get_runtime().service.specs)))
 
 
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)

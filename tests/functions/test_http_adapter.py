@@ -173,11 +173,12 @@ async def test_only_approvers_may_decide_and_refusals_are_audited(runtime: InMem
 
 
 async def test_cancel_ends_pending_requests(runtime: InMemoryEventPublisher) -> None:
-    _, view = await start(session_id="c")
-    status, cancelled, _ = await call("cancel_session", http("POST", "/api/sessions/c/cancel", route={"session_id": "c"}))
+    await start(session_id="c")
+    cancel = http("POST", "/api/sessions/c/cancel", route={"session_id": "c"})
+    status, cancelled, _ = await call("cancel_session", cancel)
     assert status == 200 and cancelled["status"] == "cancelled" and cancelled["pending_requests"] == []
     assert cancelled["decisions"][0]["outcome"] == "cancelled"
-    status, problem, _ = await call("cancel_session", http("POST", "/api/sessions/c/cancel", route={"session_id": "c"}))
+    status, problem, _ = await call("cancel_session", cancel)
     assert status == 409 and problem["title"] == "Session closed"
     await get_runtime().service.drain()
     assert "hitl.session.cancelled" in [e["type"] for e in runtime.events]
@@ -186,3 +187,25 @@ async def test_cancel_ends_pending_requests(runtime: InMemoryEventPublisher) -> 
 async def test_health_is_anonymous_and_reports_reachability(runtime: InMemoryEventPublisher) -> None:
     status, body, _ = await call("health", http("GET", "/api/health"))
     assert status == 200 and body == {"status": "ok", "storage": "ok", "eventing": "ok"}
+
+
+async def test_hostile_json_shapes_are_refused(runtime: InMemoryEventPublisher) -> None:
+    deep: Any = "x"
+    for _ in range(40):
+        deep = [deep]
+    for body, detail in ((deep, "nesting"), ({"draft": "x" * 100_001}, "string")):
+        status, problem, _ = await call("start_session", http(
+            "POST", "/api/workflows/content-review/sessions", body={"input": body},
+            route={"workflow": "content-review"}))
+        assert status == 422 and detail in problem["detail"]
+    assert (await get_runtime().service.storage.list_sessions()).items == []
+
+
+async def test_openapi_document_is_generated_from_the_models(runtime: InMemoryEventPublisher) -> None:
+    status, doc, _ = await call("openapi", http("GET", "/api/openapi.json"))
+    assert status == 200 and doc["openapi"] == "3.1.0"
+    assert set(doc["paths"]) >= {"/api/workflows/{workflow}/sessions", "/api/sessions/{session_id}/responses",
+                                 "/api/requests", "/api/health"}
+    assert {"SessionView", "RequestView", "Problem", "StartBody"} <= set(doc["components"]["schemas"])
+    params = doc["paths"]["/api/workflows/{workflow}/sessions"]["post"]["parameters"]
+    assert params[0]["schema"]["enum"] == ["content-review", "expense-approval"]

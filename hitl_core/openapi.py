@@ -1,0 +1,123 @@
+"""The OpenAPI 3.1 document of the HTTP API, generated from the pydantic view models.
+
+Nothing here is hand-written JSON Schema: request and response bodies are the models in
+:mod:`hitl_core.views` (the same ones the adapter validates with and serialises from), and the
+problem responses share one ``Problem`` schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.json_schema import models_json_schema
+
+from .views import AuditView, HealthView, InboxPage, ResponseBody, SessionView, StartBody
+
+ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
+WORKFLOW_PATTERN = r"^[a-z0-9][a-z0-9\-]{0,63}$"
+
+
+class Problem(BaseModel):
+    """application/problem+json (RFC 9457) with hitl's extra members."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json(model: type[BaseModel]) -> dict[str, Any]:
+    return {"application/json": {"schema": _ref(model)}}
+
+
+def _problems(*codes: int) -> dict[str, Any]:
+    reasons = {400: "Malformed request", 403: "Caller may not decide", 404: "Not found", 409: "Conflict",
+               413: "Body over 1 MiB", 415: "Body is not JSON", 422: "Body fails the schema",
+               503: "Storage unavailable; retry after Retry-After"}
+    return {str(c): {"description": reasons[c], "content": {"application/problem+json": {"schema": _ref(Problem)}}}
+            for c in codes}
+
+
+def _path_param(name: str, pattern: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": pattern}}
+
+
+def openapi_document(workflows: list[str], *, server_url: str = "/") -> dict[str, Any]:
+    """The API description for a deployment whose workflows are ``workflows``."""
+    _, defs = models_json_schema(
+        [(m, "validation") for m in (StartBody, ResponseBody)]
+        + [(m, "serialization") for m in (SessionView, InboxPage, AuditView, HealthView, Problem)],
+        ref_template="#/components/schemas/{model}",
+    )
+    schemas = defs.get("$defs", {})
+    session_id = _path_param("session_id", ID_PATTERN)
+    workflow = _path_param("workflow", WORKFLOW_PATTERN)
+    workflow["schema"]["enum"] = sorted(workflows)
+    body_errors = (400, 413, 415, 422)
+    key = [{"functionKey": []}]
+    paths: dict[str, Any] = {
+        "/api/workflows/{workflow}/sessions": {"post": {
+            "operationId": "startSession", "summary": "Start a session (idempotent per session_id and input)",
+            "parameters": [workflow], "security": key,
+            "requestBody": {"required": True, "content": _json(StartBody)},
+            "responses": {"201": {"description": "Started", "content": _json(SessionView)},
+                          "200": {"description": "Same session_id and input: the existing session",
+                                  "content": _json(SessionView)},
+                          **_problems(404, 409, 503, *body_errors)}}},
+        "/api/sessions/{session_id}": {"get": {
+            "operationId": "getSession", "summary": "Session view", "parameters": [session_id], "security": key,
+            "responses": {"200": {"description": "The session", "content": _json(SessionView)},
+                          **_problems(400, 404, 503)}}},
+        "/api/sessions/{session_id}/responses": {"post": {
+            "operationId": "respond", "summary": "Decide a pending request; resumes the session exactly once",
+            "parameters": [session_id], "security": key,
+            "requestBody": {"required": True, "content": _json(ResponseBody)},
+            "responses": {"200": {"description": "The session after the decision", "content": _json(SessionView)},
+                          **_problems(403, 404, 409, 503, *body_errors)}}},
+        "/api/requests": {"get": {
+            "operationId": "inbox", "summary": "Reviewer inbox of pending requests, oldest first", "security": key,
+            "parameters": [
+                {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["pending"]}},
+                {"name": "workflow", "in": "query", "schema": {"type": "string", "pattern": WORKFLOW_PATTERN}},
+                {"name": "assignee", "in": "query", "schema": {"type": "string", "maxLength": 256}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
+                {"name": "continuation", "in": "query", "schema": {"type": "string", "maxLength": 2048}},
+            ],
+            "responses": {"200": {"description": "A page", "content": _json(InboxPage)}, **_problems(400, 503)}}},
+        "/api/sessions/{session_id}/cancel": {"post": {
+            "operationId": "cancel", "summary": "Cancel; pending requests end as cancelled",
+            "parameters": [session_id], "security": key,
+            "responses": {"200": {"description": "Cancelled", "content": _json(SessionView)},
+                          **_problems(404, 409, 503, *body_errors)}}},
+        "/api/sessions/{session_id}/audit": {"get": {
+            "operationId": "audit", "summary": "Audit trail; verify=true recomputes the hash chain",
+            "parameters": [session_id, {"name": "verify", "in": "query",
+                                        "schema": {"type": "string", "enum": ["true", "false"]}}],
+            "security": key,
+            "responses": {"200": {"description": "Records", "content": _json(AuditView)},
+                          **_problems(400, 404, 503)}}},
+        "/api/health": {"get": {
+            "operationId": "health", "summary": "Storage and eventing reachability (anonymous)", "security": [],
+            "responses": {"200": {"description": "Healthy", "content": _json(HealthView)},
+                          "503": {"description": "Degraded", "content": {
+                              "application/json": {"schema": _ref(HealthView)},
+                              "application/problem+json": {"schema": _ref(Problem)}}}}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "hitl", "version": "1.0.0",
+                 "description": "Human-in-the-loop workflow sessions: start, decide, inspect, audit."},
+        "servers": [{"url": server_url}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"functionKey": {"type": "apiKey", "in": "header", "name": "x-functions-key"}},
+        },
+    }
