@@ -72,6 +72,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("hitl_core.engine")
 
 CheckpointPolicy = Literal["on_pause", "per_superstep"]
+#: ``claim``: a conditional write claims the request before the continuation runs, so handler code
+#: runs exactly once even under concurrent resumes (1 read + 2 writes). ``optimistic``: the
+#: continuation runs in memory and commits with one conditional write (1 read + 1 write); under
+#: concurrent resumes of one request only one commits, but losing handlers may have run.
+ResumeMode = Literal["claim", "optimistic"]
 Phase = Literal["start", "claim", "final", "cancel", "superstep"]
 
 #: Called just before each write; may add outbox entries to the checkpoint and returns audit
@@ -291,10 +296,12 @@ class SessionRunner:
     """Start, resume, recover and cancel sessions of one workflow against one storage."""
 
     def __init__(self, workflow: Workflow, storage: CheckpointStorage, *, policy: CheckpointPolicy = "on_pause",
-                 lease_seconds: float = 300.0, max_supersteps: int = 1000) -> None:
+                 lease_seconds: float = 300.0, max_supersteps: int = 1000,
+                 resume_mode: ResumeMode = "claim") -> None:
         self.workflow = workflow
         self.storage = storage
         self.policy = policy
+        self.resume_mode = resume_mode
         self.lease_seconds = lease_seconds
         self.max_supersteps = max_supersteps
 
@@ -322,9 +329,33 @@ class SessionRunner:
                      options: RunOptions | None = None) -> AsyncIterator[WorkflowEvent]:
         """Apply answers to pending requests and continue; exactly one concurrent caller wins."""
         opts = options or RunOptions()
+        if self.resume_mode == "optimistic":
+            async for event in self._resume_optimistic(session_id, responses, opts):
+                yield event
+            return
         stored = await self._claim(session_id, responses, opts)
         async for event in self._continue(stored, opts):
             yield event
+
+    async def _resume_optimistic(self, session_id: str, responses: Mapping[str, Any],
+                                 opts: RunOptions) -> AsyncIterator[WorkflowEvent]:
+        """One read, the continuation in memory, one conditional write; events are released on commit."""
+        while True:
+            stored = await self._claim(session_id, responses, opts, write=False)
+            claim_audit = list(opts.save_hook(stored.checkpoint, [], "claim")) if opts.save_hook else []
+            buffered: list[WorkflowEvent] = []
+            try:
+                async for event in self._continue(stored, opts, extra_audit=claim_audit):
+                    buffered.append(event)
+            except ConcurrencyError:
+                continue  # someone else committed first: re-check (usually RequestAlreadyHandledError)
+            except BaseException:
+                for event in buffered:
+                    yield event
+                raise
+            for event in buffered:
+                yield event
+            return
 
     async def recover(self, session_id: str, options: RunOptions | None = None) -> AsyncIterator[WorkflowEvent]:
         """Finish a session whose claimer died (expired lease); a no-op for idle sessions."""
@@ -379,7 +410,7 @@ class SessionRunner:
         return cp.status == "running" and until is not None and dt.datetime.fromisoformat(until) > utcnow()
 
     async def _claim(self, session_id: str, responses: Mapping[str, Any], opts: RunOptions,
-                     *, recovering: bool = False) -> StoredCheckpoint:
+                     *, recovering: bool = False, write: bool = True) -> StoredCheckpoint:
         delay = 0.01
         waited = 0.0
         while True:
@@ -420,6 +451,8 @@ class SessionRunner:
                 ))
             cp.status = "running"
             cp.updated_at = now
+            if not write:
+                return stored  # optimistic: the continuation's commit is the only write
             cp.metadata["lease_until"] = (now + dt.timedelta(seconds=self.lease_seconds)).isoformat()
             audit = opts.save_hook(cp, [], "claim") if opts.save_hook else ()
             try:
@@ -444,7 +477,8 @@ class SessionRunner:
             )
         return validate_response(result, response_type, call_id=pending.call_id, session_id=session_id)
 
-    async def _continue(self, stored: StoredCheckpoint, opts: RunOptions) -> AsyncIterator[WorkflowEvent]:
+    async def _continue(self, stored: StoredCheckpoint, opts: RunOptions,
+                        extra_audit: Sequence[AuditRecord] = ()) -> AsyncIterator[WorkflowEvent]:
         cp = stored.checkpoint
         if cp.status != "running":
             for pending_event in self.workflow_pending_events(cp):
@@ -459,7 +493,7 @@ class SessionRunner:
                                        request_id=decision.call_id, decided_by=decision.decided_by)
             run.queue.append(_Envelope(response, decision.request_executor_id or "", decision.executor_id or ""))
             decision.applied = True
-        async for event in self._drive(run, stored.version, opts, "final"):
+        async for event in self._drive(run, stored.version, opts, "final", extra_audit):
             yield event
 
     @staticmethod
@@ -467,7 +501,7 @@ class SessionRunner:
         return RequestInfoExecutor.pending_requests_from_checkpoint(cp)
 
     async def _drive(self, run: RunState, version: str | None, opts: RunOptions,
-                     phase: Phase) -> AsyncIterator[WorkflowEvent]:
+                     phase: Phase, extra_audit: Sequence[AuditRecord] = ()) -> AsyncIterator[WorkflowEvent]:
         cp = run.checkpoint
         yield WorkflowStatusEvent(state=WorkflowRunState.IN_PROGRESS)
         failure: BaseException | None = None
@@ -511,16 +545,18 @@ class SessionRunner:
             final_events = [WorkflowStatusEvent(state=WorkflowRunState.IDLE)]
         run.unsaved_events.extend(final_events)
         ttl = opts.finished_ttl_seconds if cp.status in FINISHED_STATUSES else None
-        await self._save(run, version, opts, phase, ttl)
+        await self._save(run, version, opts, phase, ttl, extra_audit)
         for event in final_events:
             yield event
         if failure is not None:
             raise failure
 
     async def _save(self, run: RunState, version: str | None, opts: RunOptions, phase: Phase,
-                    ttl: int | None) -> str:
+                    ttl: int | None, extra_audit: Sequence[AuditRecord] = ()) -> str:
         cp = run.checkpoint
-        audit = opts.save_hook(cp, list(run.unsaved_events), phase) if opts.save_hook else ()
+        audit = list(extra_audit)
+        if opts.save_hook:
+            audit.extend(opts.save_hook(cp, list(run.unsaved_events), phase))
         new_version = await self.storage.save(cp, expected_version=version, ttl_seconds=ttl, audit=audit)
         run.unsaved_events.clear()
         return opts.record(cp, new_version)

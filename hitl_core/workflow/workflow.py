@@ -32,7 +32,7 @@ from .events import (
 )
 from .executor import Executor
 from .request_info import RequestInfoExecutor, RequestInfoMessage, RequestResponse, response_spec
-from .runner import CheckpointPolicy, RunOptions, SessionRunner
+from .runner import CheckpointPolicy, ResumeMode, RunOptions, SessionRunner
 from .typing_utils import describe, runtime_class
 
 if TYPE_CHECKING:
@@ -76,6 +76,7 @@ class WorkflowBuilder:
         self._storage: CheckpointStorage | None = None
         self._policy: CheckpointPolicy = "on_pause"
         self._lease_seconds = 300.0
+        self._resume_mode: ResumeMode = "claim"
         self._max_supersteps = max_supersteps
 
     def _register(self, executor: Executor) -> Executor:
@@ -99,18 +100,24 @@ class WorkflowBuilder:
         return self
 
     def with_checkpointing(self, checkpoint_storage: CheckpointStorage, *, policy: CheckpointPolicy = "on_pause",
-                           lease_seconds: float = 300.0) -> WorkflowBuilder:
+                           lease_seconds: float = 300.0, resume_mode: ResumeMode = "claim") -> WorkflowBuilder:
         """Persist sessions in ``checkpoint_storage``.
 
         ``policy="on_pause"`` (default) writes at pause, completion, failure and cancellation;
         ``"per_superstep"`` also writes after every superstep, for long runs. ``lease_seconds``
         bounds how long a crashed resume keeps a session busy before another caller finishes it.
+        ``resume_mode="claim"`` (default) runs handler code exactly once per decision;
+        ``"optimistic"`` saves one write per resume for workflows whose handlers only touch
+        workflow state (see :data:`hitl_core.workflow.runner.ResumeMode`).
         """
         if policy not in ("on_pause", "per_superstep"):
             raise WorkflowDefinitionError(f"unknown checkpoint policy {policy!r}")
+        if resume_mode not in ("claim", "optimistic"):
+            raise WorkflowDefinitionError(f"unknown resume mode {resume_mode!r}")
         self._storage = checkpoint_storage
         self._policy = policy
         self._lease_seconds = lease_seconds
+        self._resume_mode = resume_mode
         return self
 
     def build(self) -> Workflow:
@@ -128,6 +135,7 @@ class WorkflowBuilder:
             policy=self._policy,
             lease_seconds=self._lease_seconds,
             max_supersteps=self._max_supersteps,
+            resume_mode=self._resume_mode,
         )
 
     def _check_reachability(self, start: Executor) -> None:
@@ -205,7 +213,7 @@ class Workflow:
 
     def __init__(self, *, name: str, executors: dict[str, Executor], edges: list[Edge], start_executor: Executor,
                  storage: CheckpointStorage | None, policy: CheckpointPolicy, lease_seconds: float,
-                 max_supersteps: int) -> None:
+                 max_supersteps: int, resume_mode: ResumeMode = "claim") -> None:
         self.name = name
         self.executors = executors
         self.edges = edges
@@ -214,6 +222,7 @@ class Workflow:
         self.policy = policy
         self.lease_seconds = lease_seconds
         self.max_supersteps = max_supersteps
+        self.resume_mode: ResumeMode = resume_mode
         self._edges_from: dict[str, list[Edge]] = {}
         for edge in edges:
             self._edges_from.setdefault(edge.source_id, []).append(edge)
@@ -251,12 +260,11 @@ class Workflow:
         chosen = storage or self.storage
         if chosen is None:
             raise CheckpointingNotConfiguredError("<none>")
-        return SessionRunner(self, chosen, policy=self.policy, lease_seconds=self.lease_seconds,
-                             max_supersteps=self.max_supersteps)
+        return self._runner_for(chosen)
 
     def _runner_for(self, storage: CheckpointStorage) -> SessionRunner:
         return SessionRunner(self, storage, policy=self.policy, lease_seconds=self.lease_seconds,
-                             max_supersteps=self.max_supersteps)
+                             max_supersteps=self.max_supersteps, resume_mode=self.resume_mode)
 
     # -- the seed's methods -------------------------------------------------------------
     async def run_stream(self, message: Any, *, checkpoint_id: str | None = None,

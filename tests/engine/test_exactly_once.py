@@ -66,3 +66,20 @@ def test_concurrent_resumes_from_several_processes_run_one_continuation(tmp_path
     assert sum(r["continuations"] for r in reports) == 1
     assert sum(r["outcomes"].get("won", 0) for r in reports) == 1
     assert sum(r["outcomes"].get("already_handled", 0) for r in reports) == 199
+
+
+async def test_optimistic_mode_commits_one_of_many_concurrent_resumes(local_storage: CheckpointStorage) -> None:
+    wf = build_approval(local_storage, resume_mode="optimistic")
+    call_id = (await wf.run(Ticket("a", 1.0), checkpoint_id="opt")).get_request_info_events()[0].request_id
+
+    async def attempt(i: int) -> str:
+        try:
+            await wf.run_from_checkpoint("opt", responses={call_id: {"approved": True, "comment": str(i)}})
+            return "won"
+        except RequestAlreadyHandledError:
+            return "lost"
+
+    outcomes = await asyncio.gather(*(attempt(i) for i in range(50)))
+    assert outcomes.count("won") == 1 and outcomes.count("lost") == 49
+    stored = await local_storage.load("opt")
+    assert stored is not None and len(stored.checkpoint.outputs) == 1 and stored.checkpoint.status == "completed"

@@ -234,3 +234,14 @@ async def test_output_events_carry_the_source(sqlite_storage: CheckpointStorage)
     result = await wf.run_from_checkpoint("s", responses={call_id: {"approved": True}})
     outputs = [e for e in result if isinstance(e, WorkflowOutputEvent)]
     assert [o.source_executor_id for o in outputs] == ["requester"]
+
+
+@pytest.mark.parametrize(("mode", "saves"), [("claim", 2), ("optimistic", 1)])
+async def test_storage_operations_per_start_and_resume(tmp_path: Any, mode: str, saves: int) -> None:
+    storage = CountingStorage(SqliteCheckpointStorage(tmp_path / "db"))
+    wf = build_approval(storage, resume_mode=mode)  # type: ignore[arg-type]
+    call_id = (await wf.run(Ticket("a", 1.0), checkpoint_id="s")).get_request_info_events()[0].request_id
+    assert dict(storage.ops) == {"load": 1, "save": 1}  # existence check + one create
+    storage.ops.clear()
+    await wf.run_from_checkpoint("s", responses={call_id: {"approved": True}})
+    assert dict(storage.ops) == {"load": 1, "save": saves}
