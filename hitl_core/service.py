@@ -216,7 +216,8 @@ class HitlService:
             "session_id": cp.session_id,
             "workflow": cp.workflow,
             "executor_id": decision.executor_id,
-            "status": decision.outcome if decision.outcome != "answered" else "answered",
+            "status": decision.outcome,
+            "deadline": (plain(decision.request) or {}).get("deadline") if decision.request else None,
             "decision": decision.view(),
         }
         kind = EventType.REQUEST_EXPIRED if decision.outcome == "expired" else EventType.REQUEST_RESOLVED

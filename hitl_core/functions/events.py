@@ -70,7 +70,13 @@ def deadline_instance_id(session_id: str, call_id: str) -> str:
 async def notify_reviewers(event: func.EventGridEvent) -> None:
     if event.event_type not in REQUEST_EVENT_TYPES:
         return
-    result = await _dispatcher().handle(cloud_event(event))
+    from ..notify.models import InvalidEventError
+
+    try:
+        result = await _dispatcher().handle(cloud_event(event))
+    except InvalidEventError as exc:  # redelivery cannot fix a malformed event: log it, let it go
+        logger.error("notification event %s is malformed: %s", event.id, exc)
+        return
     logger.info("notification for %s: %s", event.id, getattr(result, "status", result))
 
 
@@ -88,7 +94,7 @@ async def track_deadlines(event: func.EventGridEvent, client: df.DurableOrchestr
             return  # already tracked (Event Grid redelivered the event)
         await client.start_new(ORCHESTRATOR_NAME, instance_id,
                                deadline_input(session_id, call_id, data["deadline"], get_runtime().settings))
-    elif event.event_type in (EventType.REQUEST_RESOLVED, EventType.REQUEST_EXPIRED):
+    elif event.event_type in (EventType.REQUEST_RESOLVED, EventType.REQUEST_EXPIRED) and data.get("deadline"):
         status = await client.get_status(instance_id)
         state = getattr(getattr(status, "runtime_status", None), "value", None)
         if state in ("Running", "Pending"):

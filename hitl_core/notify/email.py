@@ -1,0 +1,215 @@
+"""E-mail channel: multipart/alternative (plain text + HTML) over SMTP.
+
+Why the ``Message-ID`` is derived from the event id: Event Grid delivers at least once, and a
+failed dispatch is redelivered; if a copy does get sent twice, mail clients and servers that
+deduplicate on ``Message-ID`` (and people reading headers) can recognise it as the same
+notification. ``X-HITL-Event-Id``, ``X-HITL-Session`` and ``X-HITL-Call-Id`` let mail rules and
+support staff tie a message back to the request.
+
+Transport: ``aiosmtplib`` when it is installed (async, no thread), else the standard library's
+``smtplib`` in a worker thread. STARTTLS (``starttls=True``, the default for port 587) is
+*required* when asked for: a server that does not offer it fails the delivery instead of
+silently sending in clear text. ``use_tls=True`` is implicit TLS (port 465). Login happens only
+when ``username`` is set. The password is never logged, never put in an error message and never
+shown by ``repr``.
+
+SMTP errors are not retried here: the dispatcher releases the claim and Event Grid's
+redelivery (with its own backoff) is the retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import smtplib
+import ssl
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
+from typing import Any, Literal
+
+from .models import CloudEvent, NoRecipientsError, Notification, NotificationDeliveryError
+
+logger = logging.getLogger(__name__)
+
+Backend = Literal["auto", "aiosmtplib", "smtplib"]
+
+
+def message_id_for(event_id: str, domain: str = "hitl.localhost") -> str:
+    """A stable ``Message-ID`` for one event: the same event always yields the same id."""
+    digest = hashlib.sha256(event_id.encode()).hexdigest()[:40]
+    return f"<hitl.{digest}@{domain}>"
+
+
+class EmailChannel:
+    """Send each notification as one e-mail to its recipients."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        starttls: bool = True,
+        sender: str,
+        timeout: float = 10,
+        use_tls: bool = False,
+        tls_context: ssl.SSLContext | None = None,
+        backend: Backend = "auto",
+        name: str = "email",
+    ) -> None:
+        if starttls and use_tls:
+            raise ValueError("starttls and use_tls are exclusive: STARTTLS upgrades a plain connection")
+        if not parseaddr(sender)[1]:
+            raise ValueError(f"sender must be an e-mail address, got {sender!r}")
+        self.name = name
+        self.host = host
+        self.port = port
+        self.username = username
+        self._password = password
+        self.starttls = starttls
+        self.use_tls = use_tls
+        self.sender = sender
+        self.timeout = timeout
+        self.tls_context = tls_context
+        self.backend = backend
+
+    @property
+    def target(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def __repr__(self) -> str:
+        return (
+            f"EmailChannel({self.target!r}, sender={self.sender!r}, starttls={self.starttls}, "
+            f"use_tls={self.use_tls}, username={self.username!r}, password={'***' if self._password else None})"
+        )
+
+    def build_message(self, event: CloudEvent, notification: Notification) -> EmailMessage:
+        """The message that :meth:`send` would send (useful for previews and tests)."""
+        if not notification.recipients:
+            raise NoRecipientsError(
+                f"no e-mail recipients for event {event.id!r}: no approver is an e-mail address and "
+                "HITL_NOTIFY_DEFAULT_RECIPIENTS is empty"
+            )
+        domain = parseaddr(self.sender)[1].rpartition("@")[2] or "hitl.localhost"
+        message = EmailMessage()
+        message["Subject"] = notification.subject
+        message["From"] = self.sender
+        message["To"] = ", ".join(notification.recipients)
+        message["Date"] = formatdate(localtime=False, usegmt=True)
+        message["Message-ID"] = message_id_for(event.id, domain)
+        message["X-HITL-Event-Id"] = _header_safe(event.id)
+        message["X-HITL-Event-Type"] = _header_safe(event.type)
+        message["X-HITL-Session"] = _header_safe(notification.session_id)
+        message["X-HITL-Call-Id"] = _header_safe(notification.call_id)
+        message["X-HITL-Workflow"] = _header_safe(notification.workflow)
+        # suppress vacation auto-replies to a machine sender
+        message["Auto-Submitted"] = "auto-generated"
+        message.set_content(notification.text)
+        message.add_alternative(notification.html, subtype="html")
+        return message
+
+    async def send(self, event: CloudEvent, notification: Notification) -> None:
+        """Send one message or raise :class:`NotificationDeliveryError` (:class:`NoRecipientsError`
+        if there is nobody to send to)."""
+        message = self.build_message(event, notification)
+        envelope_from = parseaddr(self.sender)[1]
+        recipients = list(notification.recipients)
+        backend = self._choose_backend()
+        try:
+            if backend == "aiosmtplib":
+                await self._send_aiosmtplib(message, envelope_from, recipients)
+            else:
+                await asyncio.to_thread(self._send_smtplib, message, envelope_from, recipients)
+        except NotificationDeliveryError:
+            raise
+        except Exception as exc:
+            raise self._failure(exc) from None
+        logger.info(
+            "e-mail for event %s sent via %s to %d recipient(s)", event.id, self.target, len(recipients)
+        )
+
+    def _choose_backend(self) -> Literal["aiosmtplib", "smtplib"]:
+        if self.backend != "auto":
+            return self.backend
+        try:
+            import aiosmtplib  # noqa: F401
+        except ImportError:
+            return "smtplib"
+        return "aiosmtplib"
+
+    async def _send_aiosmtplib(self, message: EmailMessage, sender: str, recipients: list[str]) -> None:
+        import aiosmtplib
+
+        errors, _reply = await aiosmtplib.send(
+            message,
+            sender=sender,
+            recipients=recipients,
+            hostname=self.host,
+            port=self.port,
+            username=self.username,
+            password=self._password,
+            start_tls=self.starttls,
+            use_tls=self.use_tls,
+            timeout=self.timeout,
+            tls_context=self.tls_context,
+        )
+        refused = {rcpt: resp for rcpt, resp in errors.items() if resp.code >= 300}
+        if refused:
+            self._partial(refused.keys())
+
+    def _send_smtplib(self, message: EmailMessage, sender: str, recipients: list[str]) -> None:
+        context = self.tls_context or ssl.create_default_context()
+        smtp: smtplib.SMTP
+        if self.use_tls:
+            smtp = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
+        else:
+            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        with smtp:
+            smtp.ehlo()
+            if self.starttls:
+                smtp.starttls(context=context)
+                smtp.ehlo()
+            if self.username:
+                smtp.login(self.username, self._password or "")
+            refused = smtp.send_message(message, from_addr=sender, to_addrs=recipients)
+        if refused:
+            self._partial(refused.keys())
+
+    def _partial(self, refused: Any) -> None:
+        """Some recipients were refused: the others got the message, so do not resend to all.
+
+        Logged rather than raised: redelivery would send a second copy to everyone accepted.
+        """
+        logger.warning("SMTP %s refused %d recipient(s); the others were sent the message", self.target, len(refused))
+
+    def _failure(self, exc: BaseException) -> NotificationDeliveryError:
+        status = _smtp_status(exc)
+        detail = f"{type(exc).__name__}: {exc}"
+        if self._password:
+            detail = detail.replace(self._password, "***")
+        return NotificationDeliveryError(
+            f"e-mail via SMTP {self.target} failed; last status: {status if status is not None else 'none'} ({detail})",
+            channel=self.name,
+            target=self.target,
+            attempts=1,
+            last_status=status,
+        )
+
+
+def _smtp_status(exc: BaseException) -> int | None:
+    for attribute in ("code", "smtp_code"):
+        value = getattr(exc, attribute, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    recipients = getattr(exc, "recipients", None)
+    if isinstance(recipients, dict) and recipients:
+        first = next(iter(recipients.values()))
+        if isinstance(first, tuple) and first and isinstance(first[0], int):
+            return first[0]
+    return None
+
+
+def _header_safe(value: str) -> str:
+    return " ".join(value.split()) or "-"

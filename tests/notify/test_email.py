@@ -1,0 +1,180 @@
+"""EmailChannel against a real aiosmtpd server on loopback (plain, AUTH, STARTTLS; both backends)."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+
+from hitl_core.notify import (
+    CloudEvent,
+    EmailChannel,
+    NoRecipientsError,
+    Notification,
+    NotificationDeliveryError,
+    message_id_for,
+    render_notification,
+)
+from tests.support.redis_server import free_port
+
+from .conftest import BASE, SMTP_PASSWORD, SMTP_USER, SmtpServer, make_event
+
+BACKENDS = ["aiosmtplib", "smtplib"]
+
+# aiosmtpd warns about AUTH without TLS; the plain-text AUTH tests do that on purpose (loopback)
+pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
+
+
+def _event_and_note(**request: Any) -> tuple[CloudEvent, Notification]:
+    event = CloudEvent.coerce(make_event(**request))
+    return event, render_notification(event, now=BASE)
+
+
+def _parts(message: EmailMessage) -> tuple[str, str]:
+    text = message.get_body(preferencelist=("plain",))
+    html = message.get_body(preferencelist=("html",))
+    assert text is not None and html is not None
+    return text.get_content(), html.get_content()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_sends_multipart_with_summary_deadline_link_and_escaped_html(
+    smtp_server: SmtpServer, backend: str
+) -> None:
+    evil = "<script>alert(1)</script>"
+    event, note = _event_and_note(
+        data={"title": "Publish the Q1 launch post", "body": evil},
+        approvers=["alice@example.com", "bob@example.org", "editors"],
+    )
+    channel = EmailChannel("127.0.0.1", smtp_server.port, starttls=False, sender="HITL <hitl@example.net>",
+                           backend=backend)  # type: ignore[arg-type]
+    await channel.send(event, note)
+
+    [envelope] = smtp_server.envelopes()
+    assert envelope.mail_from == "hitl@example.net"
+    assert envelope.rcpt_tos == ["alice@example.com", "bob@example.org"]
+    [message] = smtp_server.received()
+    assert message.get_content_type() == "multipart/alternative"
+    assert message["Subject"] == "[hitl] Approval needed: content-review \u2014 Publish the Q1 launch post"
+    assert message["To"] == "alice@example.com, bob@example.org"
+    assert message["Message-ID"] == message_id_for("evt-1", "example.net")
+    assert message["X-HITL-Event-Id"] == "evt-1"
+    assert message["X-HITL-Session"] == "sess-42"
+    assert message["X-HITL-Call-Id"] == "call-1"
+    text, html = _parts(message)
+    for part in (text, html):
+        assert "Publish the Q1 launch post" in part
+        assert "2025-03-03T12:00:00+00:00" in part
+        assert "https://hitl.example.com/decide?token=abc" in part
+    assert evil in text
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+async def test_message_id_is_stable_per_event(smtp_server: SmtpServer) -> None:
+    channel = EmailChannel("127.0.0.1", smtp_server.port, starttls=False, sender="hitl@example.net")
+    event, note = _event_and_note()
+    await channel.send(event, note)
+    await channel.send(event, note)
+    other, other_note = _event_and_note(event_id="evt-2")
+    await channel.send(other, other_note)
+    ids = [m["Message-ID"] for m in smtp_server.received()]
+    assert ids[0] == ids[1] != ids[2]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_login_required(smtp_factory: Callable[..., SmtpServer], backend: str) -> None:
+    server = smtp_factory(auth=True)
+    event, note = _event_and_note()
+    channel = EmailChannel("127.0.0.1", server.port, username=SMTP_USER, password=SMTP_PASSWORD,
+                           starttls=False, sender="hitl@example.net", backend=backend)  # type: ignore[arg-type]
+    await channel.send(event, note)
+    assert len(server.received()) == 1
+    assert server.auth_attempts[-1][1] == SMTP_USER.encode()
+
+    anonymous = EmailChannel("127.0.0.1", server.port, starttls=False, sender="hitl@example.net",
+                             backend=backend)  # type: ignore[arg-type]
+    with pytest.raises(NotificationDeliveryError) as caught:
+        await anonymous.send(event, note)
+    assert caught.value.last_status == 530  # authentication required
+    assert len(server.received()) == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_wrong_password_fails_without_showing_it(
+    smtp_factory: Callable[..., SmtpServer], backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = smtp_factory(auth=True)
+    event, note = _event_and_note()
+    wrong = "wrong-" + SMTP_PASSWORD
+    channel = EmailChannel("127.0.0.1", server.port, username=SMTP_USER, password=wrong,
+                           starttls=False, sender="hitl@example.net", backend=backend)  # type: ignore[arg-type]
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(NotificationDeliveryError) as caught:
+        await channel.send(event, note)
+    assert caught.value.last_status == 535
+    assert caught.value.target == f"127.0.0.1:{server.port}"
+    assert wrong not in str(caught.value) and wrong not in repr(channel) and wrong not in caplog.text
+    assert server.received() == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_starttls_with_login(
+    smtp_factory: Callable[..., SmtpServer], client_tls_context: ssl.SSLContext, backend: str
+) -> None:
+    server = smtp_factory(auth=True, starttls=True)
+    event, note = _event_and_note()
+    channel = EmailChannel("127.0.0.1", server.port, username=SMTP_USER, password=SMTP_PASSWORD,
+                           starttls=True, sender="hitl@example.net", tls_context=client_tls_context,
+                           backend=backend)  # type: ignore[arg-type]
+    await channel.send(event, note)
+    [message] = server.received()
+    assert message["X-HITL-Event-Id"] == "evt-1"
+
+
+async def test_starttls_with_untrusted_certificate_fails(smtp_factory: Callable[..., SmtpServer]) -> None:
+    server = smtp_factory(auth=True, starttls=True)
+    event, note = _event_and_note()
+    channel = EmailChannel("127.0.0.1", server.port, username=SMTP_USER, password=SMTP_PASSWORD,
+                           starttls=True, sender="hitl@example.net")  # system CAs: self-signed is refused
+    with pytest.raises(NotificationDeliveryError):
+        await channel.send(event, note)
+    assert server.received() == []
+
+
+async def test_starttls_required_but_not_offered_fails(smtp_server: SmtpServer) -> None:
+    event, note = _event_and_note()
+    channel = EmailChannel("127.0.0.1", smtp_server.port, starttls=True, sender="hitl@example.net")
+    with pytest.raises(NotificationDeliveryError):
+        await channel.send(event, note)
+    assert smtp_server.received() == []  # never downgraded to clear text
+
+
+async def test_no_recipients_is_its_own_error(smtp_server: SmtpServer) -> None:
+    event, note = _event_and_note(approvers=["editors"])
+    channel = EmailChannel("127.0.0.1", smtp_server.port, starttls=False, sender="hitl@example.net")
+    with pytest.raises(NoRecipientsError, match="HITL_NOTIFY_DEFAULT_RECIPIENTS"):
+        await channel.send(event, note)
+    assert smtp_server.received() == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_server_down(backend: str) -> None:
+    event, note = _event_and_note()
+    port = free_port()
+    channel = EmailChannel("127.0.0.1", port, starttls=False, sender="hitl@example.net", timeout=2,
+                           backend=backend)  # type: ignore[arg-type]
+    with pytest.raises(NotificationDeliveryError, match=f"SMTP 127.0.0.1:{port} failed"):
+        await channel.send(event, note)
+
+
+def test_configuration_errors() -> None:
+    with pytest.raises(ValueError, match="exclusive"):
+        EmailChannel("h", 465, starttls=True, use_tls=True, sender="a@b.c")
+    with pytest.raises(ValueError, match="sender"):
+        EmailChannel("h", 25, sender="")
+    assert "***" in repr(EmailChannel("h", 25, username="u", password="p4ss", sender="a@b.c"))
+    assert "p4ss" not in repr(EmailChannel("h", 25, username="u", password="p4ss", sender="a@b.c"))
