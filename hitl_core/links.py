@@ -70,6 +70,14 @@ class LinkSigner:
         mac = hmac.new(self._keys[0], payload.encode("ascii"), hashlib.sha256).digest()
         return f"{payload}.{_b64(mac)}"
 
+    @staticmethod
+    def unverified_claims(token: str) -> DecisionClaims | None:
+        """What a token claims, signature NOT checked — only to audit a refused attempt."""
+        try:
+            return DecisionClaims.model_validate(json.loads(_unb64(token.split(".")[0])))
+        except (ValueError, ValidationError, UnicodeError):
+            return None
+
     def verify(self, token: str) -> DecisionClaims:
         try:
             payload, signature = token.split(".")

@@ -32,3 +32,5 @@ class WorkflowSpec:
     build: Callable[[CheckpointStorage, Settings], Workflow]
     start_message: Callable[[BaseModel], Any] = field(default=_identity)
     description: str = ""
+    #: The caller who started a session may not decide its requests (four-eyes principle).
+    separation_of_duties: bool = False

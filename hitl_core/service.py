@@ -362,7 +362,8 @@ class HitlService:
         if existing is not None:
             return await self._existing_start(existing, workflow, digest)
         opts = self._options(caller, None, input_fingerprint=digest,
-                             metadata={"started_by": caller.user if caller else None})
+                             metadata={"started_by": caller.user if caller else None,
+                                       "separation_of_duties": spec.separation_of_duties})
         runner = self.workflows[workflow].runner(self.storage)
         try:
             async for _ in runner.start(sid, spec.start_message(model), opts, check_exists=False):
@@ -425,7 +426,7 @@ class HitlService:
             try:
                 self.authorize(pending, caller, cp)
             except NotAuthorizedError as exc:
-                await self._audit_refusal(session_id, call_id, caller, str(exc))
+                await self.audit_refusal(session_id, call_id, caller, str(exc))
                 raise
         opts = self._options(caller, {call_id})
         try:
@@ -443,15 +444,18 @@ class HitlService:
         assert opts.saved is not None
         return self.session_view(opts.saved.checkpoint)
 
-    async def _audit_refusal(self, session_id: str, call_id: str, caller: Caller | None, reason: str) -> None:
+    async def audit_refusal(self, session_id: str, call_id: str | None, caller: Caller | None, reason: str) -> None:
         """A refused attempt is audited; the request itself stays exactly as it was."""
         for _ in range(5):
-            stored = await self._load(session_id)
+            stored = await self.storage.load(session_id)
+            if stored is None:
+                return
             cp = stored.checkpoint
             record = append_record(cp, "refused", call_id=call_id, actor=caller.user if caller else None,
                                    source=caller.source if caller else None, detail={"reason": reason})
+            ttl = self._ttl() if cp.status in FINISHED_STATUSES else None
             try:
-                await self.storage.save(cp, expected_version=stored.version, audit=[record])
+                await self.storage.save(cp, expected_version=stored.version, ttl_seconds=ttl, audit=[record])
                 return
             except ConcurrencyError:
                 continue

@@ -114,4 +114,5 @@ def build(storage: CheckpointStorage, settings: Settings) -> Workflow:
 
 
 SPEC = WorkflowSpec(name=NAME, input_model=ExpenseInput, build=build,
-                    description="Manager approval, plus finance approval above 1000.")
+                    description="Manager approval, plus finance approval above 1000.",
+                    separation_of_duties=True)

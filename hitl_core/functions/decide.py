@@ -24,7 +24,7 @@ from ..errors import (
     SessionNotFoundError,
     UnknownRequestError,
 )
-from ..links import DecisionClaims, LinkTokenError
+from ..links import DecisionClaims, LinkSigner, LinkTokenError
 from ..service import Caller
 from ..views import RequestView
 from .identity import _source
@@ -69,6 +69,19 @@ async def _pending(claims: DecisionClaims) -> RequestView | None:
     return next((r for r in view.pending_requests if r.call_id == claims.call_id), None)
 
 
+async def _audit_link_refusal(req: func.HttpRequest, token: str | None, exc: Exception) -> None:
+    """Record a refused link (forged, expired, reused) on the session it names, if that exists."""
+    claims = LinkSigner.unverified_claims(token) if token else None
+    if claims is None:
+        return
+    caller = Caller(user=claims.approver or "decision-link", source=_source(req), via="link")
+    try:
+        await get_runtime().service.audit_refusal(claims.session_id, claims.call_id, caller,
+                                                  f"decision link refused: {exc}")
+    except HitlError:
+        return
+
+
 def _refused(exc: Exception) -> func.HttpResponse:
     if isinstance(exc, LinkTokenError):
         if exc.expired:
@@ -94,6 +107,7 @@ async def decide_page(req: func.HttpRequest) -> func.HttpResponse:
         if request is None:
             raise RequestAlreadyHandledError(claims.call_id, {}, session_id=claims.session_id)
     except (HitlError, LinkTokenError) as exc:
+        await _audit_link_refusal(req, token, exc)
         return _refused(exc)
     rows = "".join(f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(str(v))}</dd>" for k, v in request.data.items())
     deadline = html.escape(request.deadline.isoformat()) if request.deadline else "none"
@@ -128,6 +142,8 @@ async def decide_submit(req: func.HttpRequest) -> func.HttpResponse:
         caller = Caller(user=claims.approver or "decision-link", source=_source(req), via="link")
         await get_runtime().service.respond(claims.session_id, claims.call_id, result, caller=caller)
     except (HitlError, LinkTokenError) as exc:
+        if not isinstance(exc, NotAuthorizedError):  # the service audited that one already
+            await _audit_link_refusal(req, token, exc)
         return _refused(exc)
     verb = "approved" if decision == "approve" else "rejected"
     return page("Thank you", f"<p>You {verb} the request. The workflow has continued.</p>")
