@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from hitl_core import CheckpointStorage, FileCheckpointStorage, InMemoryCheckpointStorage, SqliteCheckpointStorage
+from tests.support.redis_server import RedisServer, redis_server
 
 
 @pytest.fixture(params=["memory", "sqlite", "file"])
@@ -29,3 +30,16 @@ async def sqlite_storage(tmp_path: Path) -> AsyncIterator[SqliteCheckpointStorag
     storage = SqliteCheckpointStorage(tmp_path / "hitl.db")
     yield storage
     await storage.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server_process() -> Iterator[RedisServer]:
+    """One real redis-server for the test session (installed with apt-get if missing)."""
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server_process: RedisServer) -> str:
+    """``redis://127.0.0.1:PORT/0`` of the session's redis-server."""
+    return redis_server_process.url

@@ -121,6 +121,14 @@ def decode_token(token: str, arity: int) -> list[Any]:
     return values
 
 
+def decode_key_token(token: str, arity: int) -> list[str]:
+    """A keyset token (the last key seen): exactly ``arity`` strings, else InvalidContinuationError."""
+    values = decode_token(token, arity)
+    if not all(isinstance(v, str) for v in values):
+        raise InvalidContinuationError("continuation token is malformed")
+    return values
+
+
 class InvalidContinuationError(StorageError, ValueError):
     """A continuation token that this storage did not issue."""
 
@@ -153,7 +161,7 @@ def page_inbox(
     continuation: str | None,
 ) -> Page[PendingRequestEntry]:
     """Filter, order and page inbox entries held in memory (InMemory and File backends)."""
-    after = tuple(decode_token(continuation, 3)) if continuation else None
+    after = tuple(decode_key_token(continuation, 3)) if continuation else None
     selected = sorted(
         (
             e
@@ -178,7 +186,7 @@ def page_sessions(
     limit: int,
     continuation: str | None,
 ) -> Page[SessionSummary]:
-    after = decode_token(continuation, 1)[0] if continuation else None
+    after = decode_key_token(continuation, 1)[0] if continuation else None
     selected = sorted(
         (
             s

@@ -26,7 +26,7 @@ from .base import (
     DEFAULT_MAX_DOCUMENT_BYTES,
     Clock,
     decode_document,
-    decode_token,
+    decode_key_token,
     encode_document,
     encode_token,
     expiry,
@@ -216,7 +216,7 @@ class SqliteCheckpointStorage:
 
     async def list_sessions(self, *, workflow: str | None = None, status: str | None = None,
                             limit: int = 100, continuation: str | None = None) -> Page[SessionSummary]:
-        after = decode_token(continuation, 1)[0] if continuation else ""
+        after = decode_key_token(continuation, 1)[0] if continuation else ""
         rows = self._db.execute(
             "SELECT session_id, workflow, status, updated_at FROM sessions"
             " WHERE session_id > ? AND (? IS NULL OR workflow = ?) AND (? IS NULL OR status = ?)"
@@ -229,7 +229,7 @@ class SqliteCheckpointStorage:
 
     async def list_pending_requests(self, *, workflow: str | None = None, assignee: str | None = None,
                                     limit: int = 50, continuation: str | None = None) -> Page[PendingRequestEntry]:
-        after: list[Any] = decode_token(continuation, 3) if continuation else ["", "", ""]
+        after: list[Any] = decode_key_token(continuation, 3) if continuation else ["", "", ""]
         rows = self._db.execute(
             "SELECT r.session_id, r.workflow, r.doc, r.created_at, r.call_id FROM requests r"
             " JOIN sessions s ON s.session_id = r.session_id"

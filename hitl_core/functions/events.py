@@ -28,8 +28,18 @@ bp = df.Blueprint()
 _dispatchers: dict[int, Any] = {}
 
 
-def cloud_event(event: func.EventGridEvent) -> dict[str, Any]:
-    """The CloudEvent as the service published it, rebuilt from the trigger's binding."""
+TriggerEvent = func.EventGridEvent | func.CloudEvent
+
+
+def cloud_event(event: TriggerEvent) -> dict[str, Any]:
+    """The CloudEvent as the service published it, from either binding shape.
+
+    A topic with the CloudEvents 1.0 input schema delivers ``func.CloudEvent``; the Event Grid
+    schema delivers ``func.EventGridEvent``. Both are accepted.
+    """
+    if isinstance(event, func.CloudEvent):
+        return {"id": event.id, "type": event.type, "source": event.source, "subject": event.subject,
+                "time": event.time.isoformat() if event.time else None, "data": event.get_json()}
     return {
         "id": event.id,
         "type": event.event_type,
@@ -67,38 +77,41 @@ def deadline_instance_id(session_id: str, call_id: str) -> str:
 
 
 @bp.event_grid_trigger(arg_name="event")
-async def notify_reviewers(event: func.EventGridEvent) -> None:
-    if event.event_type not in REQUEST_EVENT_TYPES:
+async def notify_reviewers(event: TriggerEvent) -> None:
+    envelope = cloud_event(event)
+    if envelope["type"] not in REQUEST_EVENT_TYPES:
         return
     from ..notify.models import InvalidEventError
 
     try:
-        result = await _dispatcher().handle(cloud_event(event))
+        result = await _dispatcher().handle(envelope)
     except InvalidEventError as exc:  # redelivery cannot fix a malformed event: log it, let it go
-        logger.error("notification event %s is malformed: %s", event.id, exc)
+        logger.error("notification event %s is malformed: %s", envelope["id"], exc)
         return
-    logger.info("notification for %s: %s", event.id, getattr(result, "status", result))
+    logger.info("notification for %s: %s", envelope["id"], getattr(result, "status", result))
 
 
 @bp.event_grid_trigger(arg_name="event")
 @bp.durable_client_input(client_name="client")
-async def track_deadlines(event: func.EventGridEvent, client: df.DurableOrchestrationClient) -> None:
-    data = event.get_json() or {}
+async def track_deadlines(event: TriggerEvent, client: df.DurableOrchestrationClient) -> None:
+    envelope = cloud_event(event)
+    event_type = envelope["type"]
+    data = envelope["data"] or {}
     session_id, call_id = data.get("session_id"), data.get("call_id")
     if not session_id or not call_id:
         return
     instance_id = deadline_instance_id(session_id, call_id)
-    if event.event_type == EventType.REQUEST_CREATED and data.get("deadline"):
+    if event_type == EventType.REQUEST_CREATED and data.get("deadline"):
         status = await client.get_status(instance_id)
         if status is not None and getattr(status, "runtime_status", None) is not None:
             return  # already tracked (Event Grid redelivered the event)
         await client.start_new(ORCHESTRATOR_NAME, instance_id,
                                deadline_input(session_id, call_id, data["deadline"], get_runtime().settings))
-    elif event.event_type in (EventType.REQUEST_RESOLVED, EventType.REQUEST_EXPIRED) and data.get("deadline"):
+    elif event_type in (EventType.REQUEST_RESOLVED, EventType.REQUEST_EXPIRED) and data.get("deadline"):
         status = await client.get_status(instance_id)
         state = getattr(getattr(status, "runtime_status", None), "value", None)
         if state in ("Running", "Pending"):
-            await client.raise_event(instance_id, "decided", {"event": event.event_type})
+            await client.raise_event(instance_id, "decided", {"event": event_type})
 
 
 @bp.timer_trigger(schedule="0 */1 * * * *", arg_name="timer", run_on_startup=False)

@@ -1,0 +1,589 @@
+"""RedisCheckpointStorage: sessions in Redis (Azure Cache for Redis, or any Redis >= 5).
+
+Why this layout
+---------------
+Every write is ONE round trip: a Lua script (``EVALSHA`` through redis-py's
+``register_script``) compares the version and, atomically in the same call, rewrites the
+session, its inbox and listing index entries, appends the audit records and sets or clears the
+TTL. Redis runs a script without interleaving other commands, so the compare-and-set cannot
+race and no WATCH/MULTI retry loop is needed. Reads of one session (``load``) are a single
+``HMGET``; listings are one script call per page.
+
+Keys (``P`` is ``key_prefix``, default ``"hitl:"``)::
+
+    P session:{sid}        hash  doc, version, workflow, status, updated_at   (TTL when finished)
+    P requests:{sid}       hash  call_id -> PendingRequest JSON               (same TTL)
+    P refs:{sid}           list  [zset key, member, zset key, member, ...]: every index entry
+                                 this session owns, so any script can remove them exactly
+    P audit:{sid}          list  AuditRecord JSON, appended in save order (no TTL: audit
+                                 records outlive the session, as in the other backends)
+    P idx:sessions         zset  score 0, member sid           list_sessions (ZRANGEBYLEX)
+    P idx:sessions:wf:{w}  zset  the same, one workflow
+    P idx:inbox            zset  score 0, member created_at \\0 sid \\0 call_id   the inbox
+    P idx:inbox:wf:{w}     zset  the same, one workflow
+    P idx:inbox:as:{a}     zset  the same, requests that list ``a`` among their approvers
+
+The version is a per-session counter kept in the hash (a hash rather than a plain string so
+the version, workflow and status can be compared and filtered inside scripts without parsing
+the document). All index sets use score 0 and lexicographic members, so keyset paging is a
+``ZRANGEBYLEX (last +`` with no OFFSET. Inbox members are ``created_at``, session id and call
+id joined by NUL bytes after an order-preserving escape (``\\0`` -> ``\\1\\1``, ``\\1`` ->
+``\\1\\2``), so byte order of the member equals the (created_at, session_id, call_id) tuple
+order the other backends use, even for ids containing the separator. ``created_at`` is
+normalised to UTC first so the order is chronological whatever offset the caller used.
+
+Expiry: Redis drops ``session:`` and ``requests:`` itself when a finished session's TTL runs
+out, but cannot tell the indexes. Reads therefore check each index entry's session key; an
+entry whose session is gone is skipped and the session's ``refs:`` list is used, in the same
+script, to remove all of its index entries (lazy cleanup). :meth:`purge_expired` walks the
+indexes to do the same eagerly. A listing script scans at most ``scan_budget`` index entries
+per call so one call can never block Redis for long; a page may then hold fewer than ``limit``
+items but still carries a continuation.
+
+Cluster: the scripts touch keys derived from the data (not all passed in ``KEYS``), which a
+single Redis or an Azure Cache non-clustered tier accepts. On a Redis Cluster give every key
+the same hash slot with a hash-tagged prefix, e.g. ``key_prefix="{hitl}:"``.
+
+Errors are translated: connection failures, timeouts and BUSY/LOADING/TRYAGAIN/READONLY/OOM
+replies become :class:`StorageUnavailableError` (``retry_after=1``); rejected credentials become
+a :class:`StorageUnavailableError` that says so (without the password) and is not retryable.
+
+redis-py is imported when this module is imported, which ``hitl_core.checkpoint`` does only on
+first use of ``RedisCheckpointStorage`` (``pip install hitl_core[redis]``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+try:
+    import redis.asyncio as aioredis
+    from redis import exceptions as redis_errors
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialWithJitterBackoff
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "RedisCheckpointStorage needs the redis package: pip install 'hitl_core[redis]'"
+    ) from exc
+
+from ..errors import ConcurrencyError, StorageError, StorageUnavailableError
+from .base import (
+    DEFAULT_MAX_DOCUMENT_BYTES,
+    InvalidContinuationError,
+    decode_document,
+    decode_token,
+    encode_document,
+    encode_token,
+)
+from .models import (
+    AuditRecord,
+    Page,
+    PendingRequest,
+    PendingRequestEntry,
+    SessionSummary,
+    StoredCheckpoint,
+    WorkflowCheckpoint,
+)
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+# Replies that mean "the server is there but cannot serve right now": retry later.
+_TRANSIENT_REPLIES = frozenset({"BUSY", "LOADING", "TRYAGAIN", "MASTERDOWN", "READONLY", "OOM", "CLUSTERDOWN"})
+_AUTH_REPLIES = frozenset({"NOAUTH", "WRONGPASS", "NOPERM"})
+
+# Shared Lua helpers: undo the member escape and drop every index entry a session owns.
+_LUA_HELPERS = r"""
+local function unescape(s)
+  return (string.gsub(s, '\1([\1\2])', function(c) if c == '\1' then return '\0' end return '\1' end))
+end
+local function parse_member(m)
+  local a = string.find(m, '\0', 1, true)
+  local b = string.find(m, '\0', a + 1, true)
+  return unescape(string.sub(m, a + 1, b - 1)), unescape(string.sub(m, b + 1))
+end
+local function forget(prefix, sid)
+  local refs = prefix .. 'refs:' .. sid
+  local old = redis.call('LRANGE', refs, 0, -1)
+  for i = 1, #old, 2 do redis.call('ZREM', old[i], old[i + 1]) end
+  redis.call('DEL', refs, prefix .. 'requests:' .. sid)
+end
+"""
+
+# KEYS: session, requests, refs, audit
+# ARGV: mode ('create'|'update'), expected, doc, workflow, status, updated_at, ttl_ms, n_requests,
+#       (call_id, json) * n_requests, n_refs, (zset, member) * n_refs, audit json...
+_SAVE = r"""
+local cur = redis.call('HGET', KEYS[1], 'version')
+if ARGV[1] == 'create' then
+  if cur then return {0, cur} end
+elseif cur ~= ARGV[2] then
+  return {0, cur or ''}
+end
+local version = (tonumber(cur) or 0) + 1
+local old = redis.call('LRANGE', KEYS[3], 0, -1)
+for i = 1, #old, 2 do redis.call('ZREM', old[i], old[i + 1]) end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('HSET', KEYS[1], 'doc', ARGV[3], 'version', version, 'workflow', ARGV[4],
+           'status', ARGV[5], 'updated_at', ARGV[6])
+local pos = 9
+local nreq = tonumber(ARGV[8])
+for _ = 1, nreq do
+  redis.call('HSET', KEYS[2], ARGV[pos], ARGV[pos + 1])
+  pos = pos + 2
+end
+local nrefs = tonumber(ARGV[pos])
+pos = pos + 1
+for _ = 1, nrefs do
+  redis.call('ZADD', ARGV[pos], 0, ARGV[pos + 1])
+  redis.call('RPUSH', KEYS[3], ARGV[pos], ARGV[pos + 1])
+  pos = pos + 2
+end
+for i = pos, #ARGV do redis.call('RPUSH', KEYS[4], ARGV[i]) end
+local ttl = tonumber(ARGV[7])
+if ttl ~= 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  if nreq > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+else
+  redis.call('PERSIST', KEYS[1])
+end
+return {1, version}
+"""
+
+# KEYS: session, requests, refs, audit.  ARGV: check ('1'|'0'), expected
+_DELETE = r"""
+local cur = redis.call('HGET', KEYS[1], 'version')
+if cur and ARGV[1] == '1' and cur ~= ARGV[2] then return {-1, cur} end
+local old = redis.call('LRANGE', KEYS[3], 0, -1)
+for i = 1, #old, 2 do redis.call('ZREM', old[i], old[i + 1]) end
+redis.call('DEL', KEYS[2], KEYS[3])
+if not cur then return {0, ''} end
+redis.call('DEL', KEYS[1], KEYS[4])
+return {1, cur}
+"""
+
+# KEYS: the inbox index to walk.
+# ARGV: prefix, start, want, budget, workflow filter flag, workflow
+# Returns {done, last member scanned, removed, (member, workflow, request json)...}
+_INBOX = _LUA_HELPERS + r"""
+local prefix, cursor = ARGV[1], ARGV[2]
+local want, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
+local by_workflow, workflow = ARGV[5] == '1', ARGV[6]
+local out, found, scanned, removed, last, done = {}, 0, 0, 0, '', 0
+while found < want and scanned < budget do
+  local batch = redis.call('ZRANGEBYLEX', KEYS[1], cursor, '+', 'LIMIT', 0,
+                           math.min(budget - scanned, math.max(want - found, 64)))
+  if #batch == 0 then done = 1 break end
+  for _, m in ipairs(batch) do
+    scanned = scanned + 1
+    last = m
+    local sid, call_id = parse_member(m)
+    local wf = redis.call('HGET', prefix .. 'session:' .. sid, 'workflow')
+    if not wf then
+      forget(prefix, sid)
+      redis.call('ZREM', KEYS[1], m)
+      removed = removed + 1
+    elseif (not by_workflow) or wf == workflow then
+      local doc = redis.call('HGET', prefix .. 'requests:' .. sid, call_id)
+      if doc then
+        out[#out + 1] = m
+        out[#out + 1] = wf
+        out[#out + 1] = doc
+        found = found + 1
+      else
+        redis.call('ZREM', KEYS[1], m)
+      end
+    end
+    if found >= want then break end
+  end
+  cursor = '(' .. last
+end
+local reply = {done, last, removed}
+for i = 1, #out do reply[#reply + 1] = out[i] end
+return reply
+"""
+
+# KEYS: the session index to walk.  ARGV: prefix, start, want, budget, status filter flag, status
+# Returns {done, last sid scanned, removed, (sid, workflow, status, updated_at)...}
+_SESSIONS = _LUA_HELPERS + r"""
+local prefix, cursor = ARGV[1], ARGV[2]
+local want, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
+local by_status, status = ARGV[5] == '1', ARGV[6]
+local out, found, scanned, removed, last, done = {}, 0, 0, 0, '', 0
+while found < want and scanned < budget do
+  local batch = redis.call('ZRANGEBYLEX', KEYS[1], cursor, '+', 'LIMIT', 0,
+                           math.min(budget - scanned, math.max(want - found, 64)))
+  if #batch == 0 then done = 1 break end
+  for _, sid in ipairs(batch) do
+    scanned = scanned + 1
+    last = sid
+    local row = redis.call('HMGET', prefix .. 'session:' .. sid, 'workflow', 'status', 'updated_at')
+    if not row[1] then
+      forget(prefix, sid)
+      redis.call('ZREM', KEYS[1], sid)
+      removed = removed + 1
+    elseif (not by_status) or row[2] == status then
+      out[#out + 1] = sid
+      out[#out + 1] = row[1]
+      out[#out + 1] = row[2] or ''
+      out[#out + 1] = row[3] or ''
+      found = found + 1
+    end
+    if found >= want then break end
+  end
+  cursor = '(' .. last
+end
+local reply = {done, last, removed}
+for i = 1, #out do reply[#reply + 1] = out[i] end
+return reply
+"""
+
+_UNESCAPE = re.compile("\x01([\x01\x02])")
+
+
+def _escape(part: str) -> str:
+    """Order-preserving escape that frees NUL to act as the lowest-sorting separator."""
+    return part.replace("\x01", "\x01\x02").replace("\x00", "\x01\x01")
+
+
+def _unescape(part: str) -> str:
+    return _UNESCAPE.sub(lambda m: "\x00" if m.group(1) == "\x01" else "\x01", part)
+
+
+def _utc_iso(value: dt.datetime) -> str:
+    """The sort key of a timestamp: UTC ISO 8601 (a naive value is taken to be UTC already)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC).isoformat()
+    return value.astimezone(dt.UTC).isoformat()
+
+
+def _inbox_member(created_at: str, session_id: str, call_id: str) -> str:
+    return "\x00".join((created_at, _escape(session_id), _escape(call_id)))
+
+
+def _split_member(member: str) -> tuple[str, str, str]:
+    created_at, sid, call_id = member.split("\x00")
+    return created_at, _unescape(sid), _unescape(call_id)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _key_token(token: str, arity: int) -> list[str]:
+    """Decode a continuation token this backend issued: a list of ``arity`` strings."""
+    values = decode_token(token, arity)
+    if not all(isinstance(v, str) for v in values):
+        raise InvalidContinuationError("continuation token is malformed")
+    return values
+
+
+def _where(url: str) -> str:
+    """host:port/db of a URL, never its credentials (safe for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return f"unix://{parts.path}"
+    host = parts.hostname or "localhost"
+    port = parts.port or 6379
+    return f"{parts.scheme}://{host}:{port}{parts.path or ''}"
+
+
+class RedisCheckpointStorage:
+    """Checkpoints in Redis; every write is one atomic script call (see the module docstring)."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        client: aioredis.Redis | None = None,
+        key_prefix: str = "hitl:",
+        max_document_bytes: int | None = DEFAULT_MAX_DOCUMENT_BYTES,
+        scan_budget: int = 1000,
+        socket_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        retries: int = 2,
+        **client_options: Any,
+    ) -> None:
+        """Connect with ``url`` (``redis://``, ``rediss://`` or ``unix://``; password in the URL) or
+        use ``client`` (then the caller owns it and :meth:`close` leaves it open).
+
+        ``retries`` bounds redis-py's reconnect attempts (short jittered backoff) so an outage
+        surfaces quickly as :class:`StorageUnavailableError` instead of stalling a function
+        invocation. A retried save whose first attempt did reach the server reports a
+        :class:`ConcurrencyError` (its own write moved the version): reload and compare, as after
+        any conflict. TCP keepalive is on instead of redis-py's health-check PINGs, which would
+        add a round trip to the first call after an idle spell. ``client_options`` go to
+        ``redis.asyncio.Redis.from_url`` (e.g. ``ssl_ca_certs``, ``health_check_interval``).
+        """
+        if client is None:
+            if not url:
+                raise ValueError("RedisCheckpointStorage needs url= (HITL_REDIS_URL) or client=")
+            scheme = urlsplit(url).scheme
+            if scheme not in ("redis", "rediss", "unix"):
+                raise ValueError(f"Redis URL must start with redis://, rediss:// or unix://, got {scheme}://")
+            options: dict[str, Any] = {
+                "socket_timeout": socket_timeout,
+                "socket_connect_timeout": connect_timeout,
+                "retry": Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.25), retries),
+                "socket_keepalive": True,
+            }
+            options.update(client_options)
+            options["decode_responses"] = False
+            client = aioredis.Redis.from_url(url, **options)
+            self._owns_client = True
+            self._where = _where(url)
+        else:
+            self._owns_client = False
+            kwargs = client.connection_pool.connection_kwargs
+            self._where = f"redis://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+        if scan_budget < 1:
+            raise ValueError("scan_budget must be at least 1")
+        self._client = client
+        self.key_prefix = key_prefix
+        self.max_document_bytes = max_document_bytes
+        self.scan_budget = scan_budget
+        self._save_script = client.register_script(_SAVE)
+        self._delete_script = client.register_script(_DELETE)
+        self._inbox_script = client.register_script(_INBOX)
+        self._sessions_script = client.register_script(_SESSIONS)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> RedisCheckpointStorage:
+        """The storage ``HITL_STORAGE=redis`` selects: ``HITL_REDIS_URL`` (password inside the URL)."""
+        if not settings.redis_url:
+            raise ValueError("HITL_STORAGE=redis needs HITL_REDIS_URL (redis://:PASSWORD@host:6379/0 or rediss://...)")
+        return cls(settings.redis_url, **overrides)
+
+    @property
+    def client(self) -> aioredis.Redis:
+        """The redis-py client (for health checks and tests)."""
+        return self._client
+
+    # -- keys -------------------------------------------------------------------------------
+    def _session_keys(self, session_id: str) -> list[str]:
+        p = self.key_prefix
+        return [f"{p}session:{session_id}", f"{p}requests:{session_id}", f"{p}refs:{session_id}",
+                f"{p}audit:{session_id}"]
+
+    def _inbox_index(self, *, workflow: str | None = None, assignee: str | None = None) -> str:
+        if assignee is not None:
+            return f"{self.key_prefix}idx:inbox:as:{assignee}"
+        if workflow is not None:
+            return f"{self.key_prefix}idx:inbox:wf:{workflow}"
+        return f"{self.key_prefix}idx:inbox"
+
+    def _sessions_index(self, workflow: str | None = None) -> str:
+        if workflow is not None:
+            return f"{self.key_prefix}idx:sessions:wf:{workflow}"
+        return f"{self.key_prefix}idx:sessions"
+
+    def _refs(self, checkpoint: WorkflowCheckpoint) -> list[tuple[str, str]]:
+        """Every (index key, member) pair the checkpoint must be listed under."""
+        sid, wf = checkpoint.session_id, checkpoint.workflow
+        refs = [(self._sessions_index(), sid), (self._sessions_index(wf), sid)]
+        for pending in checkpoint.pending_requests:
+            member = _inbox_member(_utc_iso(pending.created_at), sid, pending.call_id)
+            refs.append((self._inbox_index(), member))
+            refs.append((self._inbox_index(workflow=wf), member))
+            refs.extend((self._inbox_index(assignee=a), member) for a in dict.fromkeys(pending.approvers))
+        return refs
+
+    # -- error translation ------------------------------------------------------------------
+    @contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        """Turn redis-py errors into the project's error tree (never echoing credentials)."""
+        try:
+            yield
+        except redis_errors.AuthenticationError as exc:
+            raise self._auth_error(what, exc) from exc
+        except redis_errors.BusyLoadingError as exc:
+            raise StorageUnavailableError(
+                f"redis at {self._where} is loading its data set ({what}); retry shortly", retry_after=1
+            ) from exc
+        except (TimeoutError, redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            raise StorageUnavailableError(
+                f"redis at {self._where} is unreachable ({what}): {exc}", retry_after=1
+            ) from exc
+        except redis_errors.ResponseError as exc:
+            code = str(exc).split(" ", 1)[0].upper()
+            if code in _AUTH_REPLIES:
+                raise self._auth_error(what, exc) from exc
+            if code in _TRANSIENT_REPLIES:
+                raise StorageUnavailableError(
+                    f"redis at {self._where} cannot serve {what} right now ({code}): {exc}", retry_after=1
+                ) from exc
+            raise StorageError(f"redis at {self._where} refused {what}: {exc}") from exc
+        except redis_errors.RedisError as exc:
+            raise StorageError(f"redis at {self._where} failed during {what}: {exc}") from exc
+
+    def _auth_error(self, what: str, exc: Exception) -> StorageUnavailableError:
+        return StorageUnavailableError(
+            f"redis at {self._where} rejected the credentials ({what}): {exc}. "
+            "Check the password in HITL_REDIS_URL (redis://:PASSWORD@host:port/0 or rediss://...).",
+            retry_after=None,
+        )
+
+    # -- the protocol -----------------------------------------------------------------------
+    async def load(self, session_id: str) -> StoredCheckpoint | None:
+        with self._translated("load"):
+            doc, version = await self._client.hmget(self._session_keys(session_id)[0], ["doc", "version"])
+        if doc is None or version is None:
+            return None
+        return StoredCheckpoint(checkpoint=decode_document(doc), version=_text(version))
+
+    async def save(
+        self,
+        checkpoint: WorkflowCheckpoint,
+        *,
+        expected_version: str | None,
+        ttl_seconds: int | None = None,
+        audit: Sequence[AuditRecord] = (),
+    ) -> str:
+        text = encode_document(checkpoint, self.max_document_bytes)  # raises before any write
+        sid = checkpoint.session_id
+        args: list[str | int] = [
+            "create" if expected_version is None else "update",
+            expected_version or "",
+            text,
+            checkpoint.workflow,
+            checkpoint.status,
+            checkpoint.updated_at.isoformat(),
+            int(ttl_seconds * 1000) if ttl_seconds else 0,
+            len(checkpoint.pending_requests),
+        ]
+        for pending in checkpoint.pending_requests:
+            args += [pending.call_id, pending.model_dump_json()]
+        refs = self._refs(checkpoint)
+        args.append(len(refs))
+        for key, member in refs:
+            args += [key, member]
+        args += [record.model_dump_json() for record in audit]
+        with self._translated("save"):
+            ok, value = await self._save_script(keys=self._session_keys(sid), args=args)
+        if int(ok) != 1:
+            actual = _text(value)
+            raise ConcurrencyError(sid, expected_version, actual or None)
+        return _text(value)
+
+    async def delete(self, session_id: str, *, expected_version: str | None = None) -> bool:
+        args = ["0", ""] if expected_version is None else ["1", expected_version]
+        with self._translated("delete"):
+            ok, value = await self._delete_script(keys=self._session_keys(session_id), args=args)
+        if int(ok) == -1:
+            raise ConcurrencyError(session_id, expected_version, _text(value))
+        return int(ok) == 1
+
+    async def list_sessions(
+        self,
+        *,
+        workflow: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        continuation: str | None = None,
+    ) -> Page[SessionSummary]:
+        start = "(" + _key_token(continuation, 1)[0] if continuation else "-"
+        if limit <= 0:
+            return Page[SessionSummary](items=[], continuation=None)
+        reply = await self._walk(
+            self._sessions_script, self._sessions_index(workflow), start, limit,
+            (status is not None, status or ""), "list_sessions",
+        )
+        done, last, rows = reply
+        items = [
+            SessionSummary.model_validate({"session_id": _text(rows[i]), "workflow": _text(rows[i + 1]),
+                                           "status": _text(rows[i + 2]), "updated_at": _text(rows[i + 3])})
+            for i in range(0, len(rows), 4)
+        ]
+        token: str | None = None
+        if len(items) > limit:
+            items = items[:limit]
+            token = encode_token([items[-1].session_id])
+        elif not done and last:
+            token = encode_token([last])
+        return Page[SessionSummary](items=items, continuation=token)
+
+    async def list_pending_requests(
+        self,
+        *,
+        workflow: str | None = None,
+        assignee: str | None = None,
+        limit: int = 50,
+        continuation: str | None = None,
+    ) -> Page[PendingRequestEntry]:
+        start = "(" + _inbox_member(*_key_token(continuation, 3)) if continuation else "-"
+        if limit <= 0:
+            return Page[PendingRequestEntry](items=[], continuation=None)
+        # Walk the narrowest index; a workflow filter on top of an assignee is checked in the script.
+        index = self._inbox_index(workflow=workflow, assignee=assignee)
+        by_workflow = assignee is not None and workflow is not None
+        done, last, rows = await self._walk(
+            self._inbox_script, index, start, limit, (by_workflow, workflow or ""), "list_pending_requests"
+        )
+        members = [_text(rows[i]) for i in range(0, len(rows), 3)]
+        items = [
+            PendingRequestEntry(
+                session_id=_split_member(members[n])[1],
+                workflow=_text(rows[3 * n + 1]),
+                request=PendingRequest.model_validate_json(rows[3 * n + 2]),
+            )
+            for n in range(len(members))
+        ]
+        token: str | None = None
+        if len(items) > limit:
+            items = items[:limit]
+            token = encode_token(list(_split_member(members[limit - 1])))
+        elif not done and last:
+            token = encode_token(list(_split_member(last)))
+        return Page[PendingRequestEntry](items=items, continuation=token)
+
+    async def _walk(
+        self, script: Any, index: str, start: str, limit: int, flt: tuple[bool, str], what: str
+    ) -> tuple[bool, str, list[Any]]:
+        """Run one listing script call: (index exhausted?, last entry scanned, flat rows)."""
+        args: list[str | int] = [self.key_prefix, start, limit + 1, self.scan_budget, "1" if flt[0] else "0", flt[1]]
+        with self._translated(what):
+            reply = await script(keys=[index], args=args)
+        return int(reply[0]) == 1, _text(reply[1]), list(reply[3:])
+
+    async def list_audit(self, session_id: str) -> list[AuditRecord]:
+        with self._translated("list_audit"):
+            raw = await self._client.lrange(self._session_keys(session_id)[3], 0, -1)
+        records = [AuditRecord.model_validate_json(item) for item in raw]
+        records.sort(key=lambda r: r.seq)  # stable: equal seqs keep their append order
+        return records
+
+    async def purge_expired(self) -> int:
+        """Remove the index entries of sessions Redis has expired; returns how many were dropped.
+
+        Reads clean up lazily anyway; run this from a timer to keep the indexes small when
+        nobody lists them. The audit lists of expired sessions are kept, as in the other backends.
+        """
+        removed = 0
+        for script, index in ((self._sessions_script, self._sessions_index()),
+                              (self._inbox_script, self._inbox_index())):
+            start = "-"
+            while True:
+                args: list[str | int] = [self.key_prefix, start, self.scan_budget + 1, self.scan_budget, "0", ""]
+                with self._translated("purge_expired"):
+                    reply = await script(keys=[index], args=args)
+                removed += int(reply[2])
+                last = _text(reply[1])
+                if int(reply[0]) == 1 or not last:
+                    break
+                start = "(" + last
+        return removed
+
+    async def ping(self) -> None:
+        """Raise :class:`StorageUnavailableError` unless Redis answers (for health checks)."""
+        with self._translated("ping"):
+            await self._client.ping()
+
+    async def close(self) -> None:
+        """Close the connection pool if this storage created the client."""
+        if self._owns_client:
+            await self._client.aclose()

@@ -1,0 +1,816 @@
+"""The storage conformance suite: behaviour every :class:`CheckpointStorage` backend must show.
+
+Why a shared suite: the service is written against the protocol, not a backend, so each
+backend must give the same answers for the same calls — create-only writes, version
+conflicts, TTLs, the inbox's order and paging, audit atomicity, the size guard. Writing those
+expectations once and running them against every backend is what keeps a new backend (Redis,
+Cosmos DB, ...) honest.
+
+The suite is plain async Python (no pytest import): each check is ``async def check_x(backend)``
+taking a :class:`Backend` — a fresh, empty storage plus the few knobs a check needs (how to make
+time pass, how to read a stored TTL). :data:`CHECKS` lists them all; :func:`run_conformance`
+runs them outside pytest. With pytest, parametrize over :data:`CHECKS` and a fixture that
+yields a fresh :class:`Backend`::
+
+    @pytest.mark.parametrize("check", CHECKS, ids=check_id)
+    async def test_conformance(backend: Backend, check: Check) -> None:
+        await check(backend)
+
+Every check raises :class:`ConformanceError` (an ``AssertionError``) with a message naming the
+expectation that failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ..checkpoint.base import CheckpointStorage, InvalidContinuationError, encode_token
+from ..checkpoint.models import (
+    AuditRecord,
+    Decision,
+    Page,
+    PendingRequest,
+    PendingRequestEntry,
+    SessionSummary,
+    StoredCheckpoint,
+    WorkflowCheckpoint,
+)
+from ..errors import CheckpointTooLargeError, ConcurrencyError, StorageError
+
+__all__ = [
+    "CHECKS",
+    "Backend",
+    "BackendFactory",
+    "Check",
+    "ConformanceError",
+    "ManualClock",
+    "check_id",
+    "make_audit",
+    "make_checkpoint",
+    "make_request",
+    "run_conformance",
+]
+
+T0 = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+"""A fixed instant the test data is built around (whole second: ISO text has no fraction)."""
+
+
+class ConformanceError(AssertionError):
+    """A backend does not behave as the protocol requires."""
+
+
+def expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConformanceError(message)
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+async def expect_raises(kind: type[E], awaitable: Awaitable[Any], what: str) -> E:
+    """Await ``awaitable`` and return the ``kind`` error it must raise."""
+    try:
+        result = await awaitable
+    except kind as exc:
+        return exc
+    except BaseException as exc:
+        raise ConformanceError(f"{what}: expected {kind.__name__}, got {type(exc).__name__}: {exc}") from exc
+    raise ConformanceError(f"{what}: expected {kind.__name__}, but it returned {result!r:.200}")
+
+
+class ManualClock:
+    """A clock a test moves by hand; pass it as ``clock=`` to backends that accept one."""
+
+    def __init__(self, start: float = 1_900_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Backend:
+    """A fresh, empty storage under test and how the checks can steer time around it.
+
+    ``clock``: the :class:`ManualClock` the storage reads (``advance`` then moves it).
+    ``real_expiry``: the storage expires data on the server's own clock (Redis), so ``advance``
+    sleeps for real — keep TTLs in checks short. ``ttl_probe(session_id)``: the TTL (seconds)
+    the backend stored for a session, or None, for backends whose test server never expires
+    anything (the Cosmos DB stand-in); the TTL checks then assert the stored TTL instead.
+    ``second_storage``: builds another storage over the same data (another process's view),
+    for backends where that is possible; the concurrency check then writes through both.
+    ``concurrent_writers``: how many saves the concurrency check races (lower it for a slow server).
+    """
+
+    name: str
+    storage: CheckpointStorage
+    clock: ManualClock | None = None
+    real_expiry: bool = False
+    ttl_probe: Callable[[str], Awaitable[float | None]] | None = None
+    second_storage: Callable[[], Awaitable[CheckpointStorage]] | None = None
+    concurrent_writers: int = 50
+
+    @property
+    def can_expire(self) -> bool:
+        return self.clock is not None or self.real_expiry
+
+    async def advance(self, seconds: float) -> None:
+        """Make ``seconds`` pass for the storage's TTLs."""
+        if self.clock is not None:
+            self.clock.advance(seconds)
+        elif self.real_expiry:
+            await asyncio.sleep(seconds)
+        else:
+            raise ConformanceError(f"backend {self.name!r} cannot make time pass (no clock, no real expiry)")
+
+
+Check = Callable[[Backend], Awaitable[None]]
+BackendFactory = Callable[[], AbstractAsyncContextManager[Backend]]
+"""Yields a fresh :class:`Backend` and cleans up after it (used by :func:`run_conformance`)."""
+
+CHECKS: list[Check] = []
+
+
+def check(fn: Check) -> Check:
+    CHECKS.append(fn)
+    return fn
+
+
+def check_id(fn: Check) -> str:
+    """A short test id for a check (``round_trip`` for ``check_round_trip``)."""
+    name = getattr(fn, "__name__", repr(fn))
+    return name.removeprefix("check_")
+
+
+async def run_conformance(factory: BackendFactory, checks: Sequence[Check] | None = None
+                          ) -> dict[str, BaseException | None]:
+    """Run checks outside pytest, each on a fresh backend; maps check id -> failure (None: passed)."""
+    results: dict[str, BaseException | None] = {}
+    for fn in checks if checks is not None else CHECKS:
+        try:
+            async with factory() as backend:
+                await fn(backend)
+        except Exception as exc:
+            results[check_id(fn)] = exc
+        else:
+            results[check_id(fn)] = None
+    return results
+
+
+# -- test data ----------------------------------------------------------------------------------
+def make_request(call_id: str, *, created_at: dt.datetime = T0, approvers: Sequence[str] = (),
+                 data: Any = None, deadline: dt.datetime | None = None) -> PendingRequest:
+    """A pending request as the engine would store it (the encoded RequestInfoMessage in ``request``)."""
+    return PendingRequest(
+        call_id=call_id,
+        executor_id="reviewer",
+        request_executor_id="request_info",
+        request_type="tests.ApprovalRequest",
+        response_type="tests.ApprovalResponse",
+        request=data if data is not None else {"__type__": "tests.ApprovalRequest",
+                                               "value": {"amount": 125.5, "reason": f"for {call_id}"}},
+        created_at=created_at,
+        deadline=deadline,
+        approvers=list(approvers),
+        policy={"reminders": [3600, 7200]} if approvers else {},
+    )
+
+
+def make_checkpoint(session_id: str, *, workflow: str = "wf", status: str = "pending",
+                    requests: Sequence[PendingRequest] = (), **fields: Any) -> WorkflowCheckpoint:
+    values: dict[str, Any] = {"created_at": T0, "updated_at": T0, **fields}
+    return WorkflowCheckpoint(session_id=session_id, workflow=workflow, status=status,
+                              pending_requests=list(requests), **values)
+
+
+def make_audit(session_id: str, seq: int, action: str = "decided", **fields: Any) -> AuditRecord:
+    return AuditRecord(session_id=session_id, seq=seq, action=action, actor=f"user-{seq}",
+                       source="203.0.113.7", at=T0 + dt.timedelta(seconds=seq),
+                       detail={"seq": seq, "nested": {"ok": True, "list": [1, "two", None]}},
+                       prev_hash=None if seq == 1 else f"h{seq - 1}", hash=f"h{seq}", **fields)
+
+
+async def _must_load(storage: CheckpointStorage, session_id: str, what: str) -> StoredCheckpoint:
+    stored = await storage.load(session_id)
+    expect(stored is not None, f"{what}: load({session_id!r}) returned None")
+    assert stored is not None
+    return stored
+
+
+async def _all_sessions(storage: CheckpointStorage, *, limit: int, **filters: Any) -> list[SessionSummary]:
+    return await _drain(lambda c: storage.list_sessions(limit=limit, continuation=c, **filters), limit,
+                        key=lambda s: s.session_id)
+
+
+async def _all_inbox(storage: CheckpointStorage, *, limit: int, **filters: Any) -> list[PendingRequestEntry]:
+    return await _drain(lambda c: storage.list_pending_requests(limit=limit, continuation=c, **filters), limit,
+                        key=lambda e: (e.session_id, e.request.call_id))
+
+
+R = TypeVar("R")
+
+
+async def _drain(fetch: Callable[[str | None], Awaitable[Page[R]]], limit: int,
+                 key: Callable[[R], Any], max_pages: int = 1000) -> list[R]:
+    """Follow continuation tokens to the end, checking page sizes and that nothing repeats."""
+    items: list[R] = []
+    seen: set[Any] = set()
+    token: str | None = None
+    for _ in range(max_pages):
+        page = await fetch(token)
+        expect(len(page.items) <= limit, f"a page holds {len(page.items)} items, over limit={limit}")
+        for item in page.items:
+            k = key(item)
+            expect(k not in seen, f"paging returned {k!r} twice")
+            seen.add(k)
+        items.extend(page.items)
+        if page.continuation is None:
+            return items
+        expect(isinstance(page.continuation, str) and page.continuation != "",
+               f"continuation must be a non-empty string or None, got {page.continuation!r}")
+        expect(page.continuation != token, "continuation did not move forward")
+        token = page.continuation
+    raise ConformanceError(f"paging did not end after {max_pages} pages")
+
+
+def _inbox_ids(entries: Sequence[PendingRequestEntry]) -> list[tuple[str, str]]:
+    return [(e.session_id, e.request.call_id) for e in entries]
+
+
+def _datetimes(value: Any) -> list[dt.datetime]:
+    if isinstance(value, dt.datetime):
+        return [value]
+    if isinstance(value, dict):
+        return [d for v in value.values() for d in _datetimes(v)]
+    if isinstance(value, list | tuple):
+        return [d for v in value for d in _datetimes(v)]
+    if hasattr(value, "__pydantic_fields__"):
+        return [d for name in type(value).__pydantic_fields__ for d in _datetimes(getattr(value, name))]
+    return []
+
+
+# -- the checks ---------------------------------------------------------------------------------
+@check
+async def check_protocol_surface(backend: Backend) -> None:
+    """The storage satisfies the protocol and exposes its size limit."""
+    storage = backend.storage
+    expect(isinstance(storage, CheckpointStorage), f"{type(storage).__name__} does not implement CheckpointStorage")
+    limit = getattr(storage, "max_document_bytes", "missing")
+    expect(isinstance(limit, int) and limit > 0,
+           f"max_document_bytes must be a positive int (every real store has a limit), got {limit!r}")
+    expect(await storage.load("never-saved") is None, "load of a session never saved must return None")
+    expect(await storage.list_audit("never-saved") == [], "list_audit of an unknown session must be []")
+    empty = await storage.list_sessions()
+    expect(empty.items == [] and empty.continuation is None, f"an empty store lists sessions: {empty!r}")
+    inbox = await storage.list_pending_requests()
+    expect(inbox.items == [] and inbox.continuation is None, f"an empty store has an inbox: {inbox!r}")
+
+
+@check
+async def check_round_trip(backend: Backend) -> None:
+    """Every field comes back as saved: nested encoded data, exact numbers, tz-aware datetimes."""
+    storage = backend.storage
+    india = dt.timezone(dt.timedelta(hours=5, minutes=30))
+    request = make_request("call-1", created_at=dt.datetime(2030, 1, 2, 3, 4, 5, 123456, tzinfo=dt.UTC),
+                           approvers=["alice@example.com", "bob"],
+                           deadline=dt.datetime(2030, 1, 4, 9, 0, tzinfo=india),
+                           data={"__type__": "tests.Expense", "value": {
+                               "amount": 1234.56, "items": [{"sku": "A-1", "qty": 3}, {"sku": "B-2", "qty": None}],
+                               "flags": {"urgent": True, "reviewed": False}, "note": ""}})
+    original = WorkflowCheckpoint(
+        session_id="round-trip", workflow="expense", status="pending",
+        created_at=dt.datetime(2030, 1, 2, 3, 4, 5, 1, tzinfo=dt.UTC),
+        updated_at=dt.datetime(2030, 1, 2, 8, 34, 5, 999999, tzinfo=india),
+        superstep=7,
+        executor_states={"reviewer": {"seen": [1, 2, 3], "last": {"at": "2030-01-01T00:00:00+00:00"}}},
+        shared_state={"big_int": 2**53 + 1, "huge_int": 2**63 + 7, "neg": -(2**62), "float": 0.1,
+                      "tiny": 5e-324, "exp": 1.7976931348623157e308, "none": None, "empty": {}, "list": []},
+        queue=[{"source": "a", "target": "b", "payload": {"__type__": "x.Y", "value": [1, {"z": "2"}]}}],
+        pending_requests=[request],
+        decisions=[Decision(call_id="call-0", request_type="tests.ApprovalRequest", result={"approved": True},
+                            decided_by="carol", decided_at=dt.datetime(2030, 1, 1, tzinfo=dt.UTC), applied=True,
+                            outcome="answered", request={"amount": 1}, executor_id="reviewer",
+                            request_executor_id="request_info")],
+        outputs=["done?", {"total": 3}],
+        outbox=[{"type": "hitl.request.created", "id": "evt-1", "data": {"call_id": "call-1"}}],
+        input_fingerprint="sha256:abc",
+        error=None,
+        audit_seq=3,
+        audit_head="h3",
+        metadata={"tenant": "contoso", "tags": ["a", "b"]},
+    )
+    version = await storage.save(original, expected_version=None)
+    expect(isinstance(version, str) and version != "", f"save must return a non-empty version string, got {version!r}")
+    stored = await _must_load(storage, "round-trip", "round trip")
+    expect(stored.version == version, f"load returned version {stored.version!r}, save returned {version!r}")
+    loaded = stored.checkpoint
+    expect(loaded == original, f"round trip changed the checkpoint:\n{loaded!r}\n!=\n{original!r}")
+    expect(loaded.model_dump_json() == original.model_dump_json(), "round trip changed the JSON form")
+    expect(loaded.shared_state["huge_int"] == 2**63 + 7 and type(loaded.shared_state["huge_int"]) is int,
+           f"large integers must survive exactly, got {loaded.shared_state['huge_int']!r}")
+    stamps = _datetimes(loaded)
+    expect(len(stamps) == len(_datetimes(original)) == 5, f"datetimes went missing: {stamps}")
+    expect(all(s.tzinfo is not None and s.utcoffset() is not None for s in stamps),
+           f"every datetime must come back timezone-aware: {stamps}")
+    expect(loaded.updated_at.utcoffset() == dt.timedelta(hours=5, minutes=30),
+           f"the UTC offset must be kept, got {loaded.updated_at.isoformat()}")
+    # what is stored is a copy: changing the caller's object after saving changes nothing
+    original.shared_state["float"] = 99.0
+    original.pending_requests.clear()
+    again = await _must_load(storage, "round-trip", "isolation")
+    expect(again.checkpoint.shared_state["float"] == 0.1 and len(again.checkpoint.pending_requests) == 1,
+           "mutating the saved object changed the stored checkpoint")
+
+
+@check
+async def check_create_only(backend: Backend) -> None:
+    """expected_version=None creates; on an existing session it is a conflict and writes nothing."""
+    storage = backend.storage
+    first = make_checkpoint("create-only", metadata={"writer": "first"})
+    v1 = await storage.save(first, expected_version=None)
+    err = await expect_raises(ConcurrencyError, storage.save(
+        make_checkpoint("create-only", metadata={"writer": "second"}), expected_version=None,
+        audit=[make_audit("create-only", 1)]), "second create of the same session")
+    expect(err.session_id == "create-only", f"ConcurrencyError.session_id is {err.session_id!r}")
+    expect(err.expected is None and err.actual == v1,
+           f"ConcurrencyError must carry expected=None, actual={v1!r}; got {err.expected!r}, {err.actual!r}")
+    stored = await _must_load(storage, "create-only", "after refused create")
+    expect(stored.version == v1 and stored.checkpoint.metadata == {"writer": "first"},
+           "a refused create overwrote the stored session")
+    expect(await storage.list_audit("create-only") == [], "a refused create appended its audit records")
+
+
+@check
+async def check_stale_version_conflicts(backend: Backend) -> None:
+    """Only the current version may write; the error names expected and actual versions."""
+    storage = backend.storage
+    v1 = await storage.save(make_checkpoint("stale", superstep=1), expected_version=None)
+    v2 = await storage.save(make_checkpoint("stale", superstep=2), expected_version=v1)
+    for wrong in (v1, "not-a-version", v2 + "0", ""):
+        err = await expect_raises(ConcurrencyError, storage.save(
+            make_checkpoint("stale", superstep=99), expected_version=wrong), f"save with version {wrong!r}")
+        expect(err.expected == wrong and err.actual == v2,
+               f"expected=({wrong!r}, {v2!r}), got ({err.expected!r}, {err.actual!r})")
+    stored = await _must_load(storage, "stale", "after conflicts")
+    expect(stored.version == v2 and stored.checkpoint.superstep == 2, "a conflicting save changed the session")
+    err = await expect_raises(ConcurrencyError, storage.save(
+        make_checkpoint("stale-missing"), expected_version=v1), "update of a session that does not exist")
+    expect(err.actual is None, f"conflict on a missing session must say actual=None, got {err.actual!r}")
+    expect(await storage.load("stale-missing") is None, "an update of a missing session created it")
+
+
+@check
+async def check_versions_change_on_every_save(backend: Backend) -> None:
+    """Each save yields a new version, load reports it, and only it can be used next."""
+    storage = backend.storage
+    versions: list[str] = []
+    expected: str | None = None
+    for step in range(8):
+        expected = await storage.save(make_checkpoint("versions", superstep=step), expected_version=expected)
+        versions.append(expected)
+        stored = await _must_load(storage, "versions", f"after save {step}")
+        expect(stored.version == expected and stored.checkpoint.superstep == step,
+               f"after save {step} load says version {stored.version!r}/step {stored.checkpoint.superstep}")
+    expect(len(set(versions)) == len(versions), f"versions repeat: {versions}")
+    for old in versions[:-1]:
+        await expect_raises(ConcurrencyError, storage.save(make_checkpoint("versions"), expected_version=old),
+                            f"save with superseded version {old!r}")
+
+
+@check
+async def check_delete(backend: Backend) -> None:
+    """delete removes session, inbox entries and audit; honours expected_version; False when absent."""
+    storage = backend.storage
+    expect(await storage.delete("del-missing") is False, "delete of a missing session must return False")
+    expect(await storage.delete("del-missing", expected_version="1") is False,
+           "delete of a missing session with a version must return False")
+    ck = make_checkpoint("del", requests=[make_request("c1", approvers=["ann"])])
+    v1 = await storage.save(ck, expected_version=None, audit=[make_audit("del", 1)])
+    v2 = await storage.save(ck, expected_version=v1, audit=[make_audit("del", 2)])
+    await storage.save(make_checkpoint("keep", requests=[make_request("k1")]), expected_version=None,
+                       audit=[make_audit("keep", 1)])
+    err = await expect_raises(ConcurrencyError, storage.delete("del", expected_version=v1), "delete with stale version")
+    expect(err.expected == v1 and err.actual == v2, f"delete conflict carries ({err.expected!r}, {err.actual!r})")
+    expect((await _must_load(storage, "del", "after refused delete")).version == v2, "a refused delete removed it")
+    expect(await storage.delete("del", expected_version=v2) is True, "delete with the current version must succeed")
+    expect(await storage.load("del") is None, "a deleted session still loads")
+    expect(await storage.list_audit("del") == [], "delete must remove the session's audit trail")
+    expect([s.session_id for s in (await storage.list_sessions()).items] == ["keep"],
+           "a deleted session is still listed")
+    expect(_inbox_ids((await storage.list_pending_requests()).items) == [("keep", "k1")],
+           "a deleted session's requests are still in the inbox")
+    expect(await storage.delete("del") is False, "a second delete must return False")
+    expect(await storage.delete("keep") is True, "delete without expected_version must succeed")
+    expect(await storage.load("keep") is None, "unconditional delete did not remove the session")
+    v_new = await storage.save(make_checkpoint("del", superstep=5), expected_version=None)
+    stored = await _must_load(storage, "del", "re-created after delete")
+    expect(stored.version == v_new and stored.checkpoint.superstep == 5, "re-creating a deleted session failed")
+    expect(await storage.list_audit("del") == [], "a re-created session inherited a deleted audit trail")
+
+
+@check
+async def check_list_sessions_filters(backend: Backend) -> None:
+    """list_sessions orders by id and filters by workflow, status, or both; summaries are current."""
+    storage = backend.storage
+    layout = [("s-05", "alpha", "pending"), ("s-01", "beta", "completed"), ("s-03", "alpha", "completed"),
+              ("s-02", "alpha", "running"), ("s-04", "beta", "pending"), ("S-00", "gamma", "failed")]
+    for sid, wf, status in layout:
+        await storage.save(make_checkpoint(sid, workflow=wf, status=status,
+                                           updated_at=T0 + dt.timedelta(minutes=int(sid[-1]))),
+                           expected_version=None)
+    everything = await storage.list_sessions()
+    expect([s.session_id for s in everything.items] == ["S-00", "s-01", "s-02", "s-03", "s-04", "s-05"],
+           f"sessions must be ordered by id (code point order): {[s.session_id for s in everything.items]}")
+    expect(everything.continuation is None, "a complete listing must not carry a continuation")
+    s3 = next(s for s in everything.items if s.session_id == "s-03")
+    expect((s3.workflow, s3.status, s3.updated_at) == ("alpha", "completed", T0 + dt.timedelta(minutes=3)),
+           f"summary fields are wrong: {s3!r}")
+    cases: list[tuple[dict[str, Any], list[str]]] = [
+        ({"workflow": "alpha"}, ["s-02", "s-03", "s-05"]),
+        ({"status": "completed"}, ["s-01", "s-03"]),
+        ({"workflow": "beta", "status": "pending"}, ["s-04"]),
+        ({"workflow": "alpha", "status": "failed"}, []),
+        ({"workflow": "nope"}, []),
+    ]
+    for filters, want in cases:
+        got = [s.session_id for s in (await storage.list_sessions(**filters)).items]
+        expect(got == want, f"list_sessions({filters}) -> {got}, expected {want}")
+    # a status change moves the session between filters
+    stored = await _must_load(storage, "s-04", "status change")
+    await storage.save(make_checkpoint("s-04", workflow="beta", status="completed"), expected_version=stored.version)
+    got = [s.session_id for s in (await storage.list_sessions(status="completed")).items]
+    expect(got == ["s-01", "s-03", "s-04"], f"after s-04 completed, status=completed lists {got}")
+    got = [s.session_id for s in (await storage.list_sessions(status="pending")).items]
+    expect(got == ["s-05"], f"after s-04 completed, status=pending lists {got}")
+
+
+@check
+async def check_list_sessions_paging(backend: Backend) -> None:
+    """Continuation tokens walk every session exactly once, in order, with or without filters."""
+    storage = backend.storage
+    ids = [f"p-{n:03d}" for n in range(23)]
+    for n, sid in enumerate(ids):
+        await storage.save(make_checkpoint(sid, workflow="even" if n % 2 == 0 else "odd"), expected_version=None)
+    for limit in (1, 5, 23, 50):
+        got = [s.session_id for s in await _all_sessions(storage, limit=limit)]
+        expect(got == ids, f"paging with limit={limit} returned {got}")
+    got = [s.session_id for s in await _all_sessions(storage, limit=4, workflow="odd")]
+    expect(got == ids[1::2], f"paging the 'odd' workflow returned {got}")
+    first = await storage.list_sessions(limit=5)
+    expect([s.session_id for s in first.items] == ids[:5] and first.continuation is not None,
+           f"first page of 5: {[s.session_id for s in first.items]}, continuation {first.continuation!r}")
+    # keyset paging: sessions created before the cursor are not repeated, after it they appear
+    await storage.save(make_checkpoint("p-000a"), expected_version=None)
+    await storage.save(make_checkpoint("p-999"), expected_version=None)
+    rest = await _drain(lambda c: storage.list_sessions(limit=5, continuation=c or first.continuation), 5,
+                        key=lambda s: s.session_id)
+    expect([s.session_id for s in rest] == [*ids[5:], "p-999"],
+           f"pages after the first: {[s.session_id for s in rest]}")
+
+
+@check
+async def check_ttl_expiry(backend: Backend) -> None:
+    """A session saved with a TTL disappears from load, listings and the inbox; its audit stays."""
+    storage = backend.storage
+    doomed = make_checkpoint("ttl-doomed", status="completed", requests=[make_request("d1", approvers=["ann"])])
+    v1 = await storage.save(doomed, expected_version=None, ttl_seconds=1, audit=[make_audit("ttl-doomed", 1)])
+    await storage.save(make_checkpoint("ttl-kept", requests=[make_request("k1", approvers=["ann"])]),
+                       expected_version=None)
+    if backend.ttl_probe is not None:
+        ttl = await backend.ttl_probe("ttl-doomed")
+        expect(ttl is not None and 0 < ttl <= 1, f"stored TTL of a 1 s session is {ttl!r}")
+        expect(await backend.ttl_probe("ttl-kept") is None, "a session saved without a TTL has one")
+    if not backend.can_expire:
+        expect(backend.ttl_probe is not None, f"backend {backend.name!r} offers no way to check TTLs")
+        return
+    await backend.advance(0.5)
+    expect(await storage.load("ttl-doomed") is not None, "a session expired before its TTL")
+    await backend.advance(0.6)
+    expect(await storage.load("ttl-doomed") is None, "a session outlived its TTL")
+    expect([s.session_id for s in (await storage.list_sessions()).items] == ["ttl-kept"],
+           "an expired session is still listed")
+    expect([s.session_id for s in (await storage.list_sessions(status="completed")).items] == [],
+           "an expired session is still listed by status")
+    inbox_filters: list[dict[str, Any]] = [{}, {"assignee": "ann"}, {"workflow": "wf"}]
+    for filters in inbox_filters:
+        got = _inbox_ids((await storage.list_pending_requests(**filters)).items)
+        expect(got == [("ttl-kept", "k1")], f"inbox {filters} after expiry lists {got}")
+    audit = await storage.list_audit("ttl-doomed")
+    expect([r.seq for r in audit] == [1], f"audit records must outlive the session's TTL, got {audit}")
+    err = await expect_raises(ConcurrencyError, storage.save(doomed, expected_version=v1),
+                              "update of an expired session")
+    expect(err.actual is None, f"an expired session's actual version must be None, got {err.actual!r}")
+    await storage.save(make_checkpoint("ttl-doomed", superstep=3), expected_version=None)
+    stored = await _must_load(storage, "ttl-doomed", "re-created after expiry")
+    expect(stored.checkpoint.superstep == 3, "re-creating an expired session failed")
+    expect(await storage.delete("ttl-kept") is True, "delete of a live session failed after an expiry")
+
+
+@check
+async def check_ttl_cleared_by_save_without_ttl(backend: Backend) -> None:
+    """Each save sets the TTL afresh: saving again without ttl_seconds keeps the session forever."""
+    storage = backend.storage
+    v1 = await storage.save(make_checkpoint("ttl-reset", status="completed"), expected_version=None, ttl_seconds=1)
+    await storage.save(make_checkpoint("ttl-reset", status="pending"), expected_version=v1)
+    if backend.ttl_probe is not None:
+        expect(await backend.ttl_probe("ttl-reset") is None, "a save without ttl_seconds kept the old TTL")
+    if not backend.can_expire:
+        return
+    await backend.advance(1.2)
+    expect(await storage.load("ttl-reset") is not None, "a save without ttl_seconds did not clear the TTL")
+    expect([s.session_id for s in (await storage.list_sessions()).items] == ["ttl-reset"],
+           "a session whose TTL was cleared is not listed")
+
+
+@check
+async def check_inbox_order(backend: Backend) -> None:
+    """The inbox is ordered by created_at, then session id, then call id; entries are complete."""
+    storage = backend.storage
+    t = T0
+    half = t + dt.timedelta(microseconds=500_000)
+    plan = {
+        "s-b": [make_request("c-2", created_at=t), make_request("c-1", created_at=t),
+                make_request("c-10", created_at=half)],
+        "s-a": [make_request("z", created_at=t), make_request("late", created_at=t + dt.timedelta(days=1))],
+        "s-c": [make_request("early", created_at=t - dt.timedelta(seconds=1))],
+        "s-a|x": [make_request("a", created_at=t)],
+        "s-0": [],
+    }
+    for sid, requests in plan.items():
+        await storage.save(make_checkpoint(sid, workflow="order", requests=requests), expected_version=None)
+    expected = [("s-c", "early"), ("s-a", "z"), ("s-a|x", "a"), ("s-b", "c-1"), ("s-b", "c-2"),
+                ("s-b", "c-10"), ("s-a", "late")]
+    page = await storage.list_pending_requests()
+    expect(_inbox_ids(page.items) == expected, f"inbox order is {_inbox_ids(page.items)}, expected {expected}")
+    expect(page.continuation is None, "a complete inbox page must not carry a continuation")
+    entry = next(e for e in page.items if e.request.call_id == "c-10")
+    expect(entry.workflow == "order" and entry.request == plan["s-b"][2],
+           f"an inbox entry lost data: {entry!r}")
+    paged = _inbox_ids(await _all_inbox(storage, limit=2))
+    expect(paged == expected, f"paged inbox order is {paged}")
+
+
+@check
+async def check_inbox_filters(backend: Backend) -> None:
+    """The inbox filters by workflow, by assignee (any of the approvers), and by both."""
+    storage = backend.storage
+    await storage.save(make_checkpoint("f-1", workflow="expense", requests=[
+        make_request("a", approvers=["ann", "bob"]), make_request("b", approvers=[])]), expected_version=None)
+    await storage.save(make_checkpoint("f-2", workflow="leave", requests=[
+        make_request("c", approvers=["bob"], created_at=T0 + dt.timedelta(seconds=1))]), expected_version=None)
+    await storage.save(make_checkpoint("f-3", workflow="expense", requests=[
+        make_request("d", approvers=["carol", "ann"], created_at=T0 + dt.timedelta(seconds=2))]),
+        expected_version=None)
+    cases: list[tuple[dict[str, Any], list[tuple[str, str]]]] = [
+        ({}, [("f-1", "a"), ("f-1", "b"), ("f-2", "c"), ("f-3", "d")]),
+        ({"workflow": "expense"}, [("f-1", "a"), ("f-1", "b"), ("f-3", "d")]),
+        ({"workflow": "leave"}, [("f-2", "c")]),
+        ({"assignee": "ann"}, [("f-1", "a"), ("f-3", "d")]),
+        ({"assignee": "bob"}, [("f-1", "a"), ("f-2", "c")]),
+        ({"assignee": "bob", "workflow": "expense"}, [("f-1", "a")]),
+        ({"assignee": "carol", "workflow": "leave"}, []),
+        ({"assignee": "an"}, []),
+        ({"workflow": "exp"}, []),
+    ]
+    for filters, want in cases:
+        got = _inbox_ids((await storage.list_pending_requests(**filters)).items)
+        expect(got == want, f"list_pending_requests({filters}) -> {got}, expected {want}")
+        paged = _inbox_ids(await _all_inbox(storage, limit=1, **filters))
+        expect(paged == want, f"paged list_pending_requests({filters}) -> {paged}, expected {want}")
+
+
+@check
+async def check_inbox_paging(backend: Backend) -> None:
+    """Continuation tokens walk the inbox across many sessions exactly once, filtered or not."""
+    storage = backend.storage
+    expected: list[tuple[dt.datetime, str, str]] = []
+    for n in range(30):
+        sid = f"pg-{n:02d}"
+        requests = [make_request(f"r{k}", created_at=T0 + dt.timedelta(seconds=(n * 7 + k * 3) % 11),
+                                 approvers=["ann"] if (n + k) % 3 == 0 else ["bob"])
+                    for k in range(1 + n % 3)]
+        expected += [(r.created_at, sid, r.call_id) for r in requests]
+        await storage.save(make_checkpoint(sid, workflow="w1" if n < 15 else "w2", requests=requests),
+                           expected_version=None)
+    expected.sort()
+    want = [(sid, cid) for _, sid, cid in expected]
+    for limit in (1, 7, 60, 100):
+        got = _inbox_ids(await _all_inbox(storage, limit=limit))
+        expect(got == want, f"inbox paging with limit={limit} differs from the full order ({len(got)} items)")
+    in_w2 = [(s, c) for s, c in want if int(s[3:]) >= 15]
+    expect(_inbox_ids(await _all_inbox(storage, limit=4, workflow="w2")) == in_w2, "paging workflow=w2 differs")
+    anns = [(s, c) for s, c in want if (int(s[3:]) + int(c[1:])) % 3 == 0]
+    expect(_inbox_ids(await _all_inbox(storage, limit=3, assignee="ann")) == anns, "paging assignee=ann differs")
+    both = [(s, c) for s, c in anns if int(s[3:]) < 15]
+    expect(_inbox_ids(await _all_inbox(storage, limit=2, assignee="ann", workflow="w1")) == both,
+           "paging assignee=ann workflow=w1 differs")
+    first = await storage.list_pending_requests(limit=7)
+    expect(len(first.items) == 7 and first.continuation is not None, "the first page of 7 is not full")
+
+
+@check
+async def check_inbox_follows_saves(backend: Backend) -> None:
+    """A request leaves the inbox as soon as the session is saved without it."""
+    storage = backend.storage
+    r1 = make_request("r1", approvers=["ann"])
+    r2 = make_request("r2", approvers=["ann"], created_at=T0 + dt.timedelta(seconds=1))
+    v = await storage.save(make_checkpoint("follow", requests=[r1, r2]), expected_version=None)
+    both = _inbox_ids((await storage.list_pending_requests(assignee="ann")).items)
+    expect(both == [("follow", "r1"), ("follow", "r2")], f"both requests must be in the inbox, got {both}")
+    v = await storage.save(make_checkpoint("follow", requests=[r2]), expected_version=v)
+    inbox_filters: list[dict[str, Any]] = [{}, {"assignee": "ann"}, {"workflow": "wf"}]
+    for filters in inbox_filters:
+        got = _inbox_ids((await storage.list_pending_requests(**filters)).items)
+        expect(got == [("follow", "r2")], f"after r1 was answered, inbox {filters} lists {got}")
+    r2_moved = make_request("r2", approvers=["bob"], created_at=T0 + dt.timedelta(seconds=1))
+    v = await storage.save(make_checkpoint("follow", requests=[r2_moved]), expected_version=v)
+    expect(_inbox_ids((await storage.list_pending_requests(assignee="ann")).items) == [],
+           "a request reassigned to bob is still in ann's inbox")
+    expect(_inbox_ids((await storage.list_pending_requests(assignee="bob")).items) == [("follow", "r2")],
+           "a request reassigned to bob is not in bob's inbox")
+    await storage.save(make_checkpoint("follow", status="completed"), expected_version=v)
+    expect((await storage.list_pending_requests()).items == [], "a completed session left requests in the inbox")
+    expect((await storage.list_pending_requests(assignee="bob")).items == [], "bob's inbox kept a resolved request")
+
+
+@check
+async def check_bad_continuation(backend: Backend) -> None:
+    """A continuation token the storage did not issue is an InvalidContinuationError, never a crash."""
+    storage = backend.storage
+    await storage.save(make_checkpoint("tok-1", requests=[make_request("c1")]), expected_version=None)
+    await storage.save(make_checkpoint("tok-2", requests=[make_request("c2")]), expected_version=None)
+    bad = ["%%%not base64%%%", "bm90IGpzb24", encode_token(["only-one"])[:-3] + "~~~",
+           "eyJhIjoxfQ",  # {"a":1}
+           encode_token(["a", "b"]), encode_token([1, 2, 3]), encode_token([None, None, None]),
+           encode_token([["x"], {"y": 1}, 3.5]), "ü"]
+    for token in bad:
+        exc = await expect_raises(InvalidContinuationError, storage.list_pending_requests(continuation=token),
+                                  f"list_pending_requests(continuation={token!r})")
+        expect(isinstance(exc, ValueError) and isinstance(exc, StorageError),
+               "InvalidContinuationError must be a ValueError and a StorageError")
+    for token in ["%%%", encode_token(["a", "b"]), encode_token([7]), encode_token([None]), "ü"]:
+        await expect_raises(InvalidContinuationError, storage.list_sessions(continuation=token),
+                            f"list_sessions(continuation={token!r})")
+
+
+@check
+async def check_audit(backend: Backend) -> None:
+    """Audit records are appended with their save, listed in seq order, kept per session."""
+    storage = backend.storage
+    a1, a2, a3 = make_audit("aud", 1), make_audit("aud", 2, call_id="c1"), make_audit("aud", 3, action="cancel")
+    v = await storage.save(make_checkpoint("aud"), expected_version=None, audit=[a1, a2])
+    expect(await storage.list_audit("aud") == [a1, a2], "records of the first save are not listed")
+    v = await storage.save(make_checkpoint("aud", superstep=1), expected_version=v)
+    v = await storage.save(make_checkpoint("aud", superstep=2), expected_version=v, audit=[a3])
+    got = await storage.list_audit("aud")
+    expect(got == [a1, a2, a3], f"audit trail is {[(r.seq, r.action) for r in got]}")
+    expect(all(r.at.tzinfo is not None for r in got), "audit timestamps must be tz-aware")
+    other = make_audit("aud-other", 1, action="started")
+    await storage.save(make_checkpoint("aud-other"), expected_version=None, audit=[other])
+    expect(await storage.list_audit("aud-other") == [other], "audit trails of two sessions are mixed")
+    expect(await storage.list_audit("aud") == [a1, a2, a3], "another session's save changed this audit trail")
+    await expect_raises(ConcurrencyError, storage.save(make_checkpoint("aud"), expected_version="stale",
+                                                       audit=[make_audit("aud", 4)]), "save with a stale version")
+    expect([r.seq for r in await storage.list_audit("aud")] == [1, 2, 3],
+           "a refused save appended its audit records")
+
+
+@check
+async def check_size_guard(backend: Backend) -> None:
+    """A document over max_document_bytes (UTF-8 bytes) is refused before anything is written."""
+    storage = backend.storage
+    limit = getattr(storage, "max_document_bytes", None)
+    expect(isinstance(limit, int) and limit > 0, f"max_document_bytes must be a positive int, got {limit!r}")
+    assert isinstance(limit, int)
+
+    def sized(nbytes: int, **fields: Any) -> WorkflowCheckpoint:
+        """A checkpoint whose JSON is exactly ``nbytes`` UTF-8 bytes (mostly 2-byte characters)."""
+        base = make_checkpoint("big", shared_state={"blob": ""}, **fields)
+        room = nbytes - len(base.model_dump_json().encode("utf-8"))
+        expect(room >= 0, f"max_document_bytes={limit} is too small for a minimal checkpoint")
+        blob = "é" * (room // 2) + "x" * (room % 2)
+        ck = make_checkpoint("big", shared_state={"blob": blob}, **fields)
+        expect(len(ck.model_dump_json().encode("utf-8")) == nbytes, "size arithmetic is off")
+        return ck
+
+    v1 = await storage.save(make_checkpoint("big", superstep=1), expected_version=None)
+    before = await _must_load(storage, "big", "before the oversized save")
+    err = await expect_raises(CheckpointTooLargeError, storage.save(
+        sized(limit + 1, superstep=2), expected_version=v1, audit=[make_audit("big", 1)]),
+        f"save of a {limit + 1}-byte checkpoint with max_document_bytes={limit}")
+    expect(isinstance(err, ValueError), "CheckpointTooLargeError must be a ValueError")
+    expect(err.size == limit + 1 and err.limit == limit and err.session_id == "big",
+           f"error carries size={err.size}, limit={err.limit}, session_id={err.session_id!r}")
+    after = await _must_load(storage, "big", "after the refused save")
+    expect(after.version == v1 and after.checkpoint == before.checkpoint, "the refused save changed the session")
+    expect(await storage.list_audit("big") == [], "the refused save appended its audit records")
+    await expect_raises(CheckpointTooLargeError, storage.save(
+        sized(limit + 1).model_copy(update={"session_id": "big-new"}), expected_version=None),
+        "create of an oversized session")
+    expect(await storage.load("big-new") is None, "an oversized new session was stored")
+    expect([s.session_id for s in (await storage.list_sessions()).items] == ["big"], "an oversized session is listed")
+    exact = sized(limit, superstep=3)
+    v2 = await storage.save(exact, expected_version=v1)
+    stored = await _must_load(storage, "big", "a checkpoint of exactly max_document_bytes")
+    expect(stored.version == v2 and stored.checkpoint == exact,
+           "a checkpoint of exactly max_document_bytes must be stored intact")
+
+
+@check
+async def check_unicode(backend: Backend) -> None:
+    """Session ids, workflow names, approvers and payloads may hold any Unicode and punctuation."""
+    storage = backend.storage
+    ids = ["ünïcödé-😀", 'quote"s\'and\\back/slash', "space and\ttab", "日本語/セッション", "a|b:c%2F..",
+           "../../etc/passwd", "é" * 150 + "-long", "\u202eright-to-left", "emoji-👩🏽‍💻"]
+    payload = {"text": "zero\u0000width\u200bline\u2028sep", "emoji": "👩‍👩‍👧‍👦🇺🇳", "quotes": "\"'`",
+               "path": "a/b\\c", "rtl": "مرحبا", "keys": {"ключ": "значение", "😀": ["ü", "ß"]}}
+    for n, sid in enumerate(ids):
+        req = make_request(f"çall/{n}\"", created_at=T0 + dt.timedelta(seconds=n),
+                           approvers=["reviewer@例え.jp", f"ü{n}"], data={"__type__": "x", "value": payload})
+        ck = make_checkpoint(sid, workflow="wf:ü/1", requests=[req], shared_state=payload,
+                             outputs=[sid])
+        await storage.save(ck, expected_version=None, audit=[make_audit(sid, 1, call_id=req.call_id)])
+    for n, sid in enumerate(ids):
+        stored = await _must_load(storage, sid, f"unicode id {sid!r}")
+        expect(stored.checkpoint.session_id == sid and stored.checkpoint.shared_state == payload
+               and stored.checkpoint.outputs == [sid], f"session {sid!r} did not round-trip")
+        audit = await storage.list_audit(sid)
+        expect([(r.session_id, r.call_id) for r in audit] == [(sid, f"çall/{n}\"")],
+               f"audit of {sid!r} is {audit}")
+    listed = [s.session_id for s in await _all_sessions(storage, limit=4, workflow="wf:ü/1")]
+    expect(listed == sorted(ids), f"unicode sessions listed as {listed}")
+    inbox = _inbox_ids(await _all_inbox(storage, limit=4, assignee="reviewer@例え.jp", workflow="wf:ü/1"))
+    expect(inbox == [(sid, f"çall/{n}\"") for n, sid in enumerate(ids)], f"unicode inbox is {inbox}")
+    expect(_inbox_ids((await storage.list_pending_requests(assignee="ü3")).items) == [(ids[3], 'çall/3"')],
+           "filter by a unicode assignee failed")
+    stored = await _must_load(storage, ids[1], "before delete")
+    expect(await storage.delete(ids[1], expected_version=stored.version) is True, "delete of a unicode id failed")
+    expect(await storage.load(ids[1]) is None and await storage.load(ids[0]) is not None,
+           "delete of one unicode id affected another")
+
+
+@check
+async def check_large_payload(backend: Backend) -> None:
+    """A ~1 MB state (well under the limit) round-trips, and so does its update."""
+    storage = backend.storage
+    rows = [{"n": n, "text": f"row {n} ✓ " + "lorem ipsum " * 80, "vals": list(range(20))} for n in range(1000)]
+    ck = make_checkpoint("large", shared_state={"rows": rows}, requests=[make_request("big-1", approvers=["ann"])])
+    size = len(ck.model_dump_json().encode("utf-8"))
+    expect(size > 1_000_000, f"the test checkpoint is only {size} bytes")
+    v1 = await storage.save(ck, expected_version=None)
+    stored = await _must_load(storage, "large", "large payload")
+    expect(stored.checkpoint == ck, "a 1 MB checkpoint did not round-trip")
+    rows[500]["text"] = "changed"
+    ck2 = make_checkpoint("large", shared_state={"rows": rows})
+    v2 = await storage.save(ck2, expected_version=v1)
+    stored = await _must_load(storage, "large", "large payload update")
+    expect(stored.version == v2 and stored.checkpoint.shared_state["rows"][500]["text"] == "changed",
+           "an update of a 1 MB checkpoint was lost")
+
+
+@check
+async def check_concurrent_writers(backend: Backend) -> None:
+    """N concurrent saves with the same expected version: exactly one wins, the rest conflict."""
+    storage = backend.storage
+    n = backend.concurrent_writers
+    writers: list[CheckpointStorage] = [storage]
+    if backend.second_storage is not None:
+        writers.append(await backend.second_storage())
+    try:
+        v1 = await storage.save(make_checkpoint("race"), expected_version=None)
+
+        async def attempt(i: int, expected: str | None, sid: str) -> str | BaseException:
+            target = writers[i % len(writers)]
+            try:
+                return await target.save(make_checkpoint(sid, metadata={"writer": i}), expected_version=expected,
+                                         audit=[AuditRecord(session_id=sid, seq=1, action=f"writer-{i}")])
+            except ConcurrencyError as exc:
+                return exc
+
+        for sid, expected in (("race", v1), ("race-create", None)):
+            results = await asyncio.gather(*(attempt(i, expected, sid) for i in range(n)))
+            wins = [(i, r) for i, r in enumerate(results) if isinstance(r, str)]
+            losses = [r for r in results if isinstance(r, ConcurrencyError)]
+            expect(len(wins) == 1, f"{sid}: {len(wins)} of {n} concurrent saves won, expected exactly 1")
+            expect(len(losses) == n - 1, f"{sid}: {len(losses)} ConcurrencyErrors, expected {n - 1}")
+            winner, version = wins[0]
+            expect(all(e.expected == expected and e.actual == version for e in losses),
+                   f"{sid}: losers must see expected={expected!r}, actual={version!r}: "
+                   f"{sorted({(e.expected, e.actual) for e in losses}, key=str)}")
+            stored = await _must_load(storage, sid, "after the race")
+            expect(stored.version == version and stored.checkpoint.metadata == {"writer": winner},
+                   f"{sid}: the stored session is not the winner's")
+            audit = await storage.list_audit(sid)
+            expect([r.action for r in audit] == [f"writer-{winner}"],
+                   f"{sid}: only the winner's audit record may be stored, got {[r.action for r in audit]}")
+    finally:
+        for extra in writers[1:]:
+            await extra.close()
