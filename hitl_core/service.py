@@ -119,6 +119,8 @@ class HitlService:
                 raise ValueError(f"workflow spec {spec.name!r} built a workflow named {workflow.name!r}")
             self.workflows[spec.name] = workflow
         self._background: set[asyncio.Task[None]] = set()
+        self._clears: dict[str, asyncio.TimerHandle] = {}
+        self.outbox_clear_delay = 1.0
         #: Ids this process has published; pruned from outboxes at the next write of the session.
         self._published: OrderedDict[str, None] = OrderedDict()
         self._schema_cache: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -238,13 +240,27 @@ class HitlService:
             self._published[event["id"]] = None
         while len(self._published) > _PUBLISHED_MEMORY:
             self._published.popitem(last=False)
-        task = asyncio.get_running_loop().create_task(
-            self._clear_outbox(stored.checkpoint.session_id, {e["id"] for e in stored.checkpoint.outbox})
-        )
+        self._schedule_clear(stored.checkpoint.session_id)
+
+    def _schedule_clear(self, session_id: str) -> None:
+        """Remove published events from the outbox a little later, unless a write does it first.
+
+        The next write of a session drops what this process published (see the save hook), so a
+        session that is decided soon after it was started needs no clean-up write of its own.
+        """
+        if session_id in self._clears:
+            return
+        loop = asyncio.get_running_loop()
+        self._clears[session_id] = loop.call_later(self.outbox_clear_delay, self._run_clear, session_id)
+
+    def _run_clear(self, session_id: str) -> None:
+        self._clears.pop(session_id, None)
+        task = asyncio.get_running_loop().create_task(self._clear_outbox(session_id))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _clear_outbox(self, session_id: str, published: set[str]) -> None:
+    async def _clear_outbox(self, session_id: str) -> None:
+        published = self._published
         for _ in range(5):
             stored = await self.storage.load(session_id)
             if stored is None:
@@ -267,7 +283,10 @@ class HitlService:
                 return
 
     async def drain(self) -> None:
-        """Wait for background outbox clean-ups (tests and shutdown)."""
+        """Run pending outbox clean-ups now and wait for them (tests and shutdown)."""
+        for session_id, handle in list(self._clears.items()):
+            handle.cancel()
+            self._run_clear(session_id)
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -54,3 +55,56 @@ class InMemoryEventPublisher:
 
     async def close(self) -> None:
         return None
+
+
+class BatchingEventPublisher:
+    """Coalesces concurrent publishes into one call to ``inner``.
+
+    Under load many sessions publish at the same moment; each caller still waits for (and sees
+    the failure of) the send that carries its events, but they share one HTTP request to the
+    topic. With a single caller it adds one event-loop turn.
+    """
+
+    def __init__(self, inner: EventPublisher, *, max_events: int = 200) -> None:
+        self.inner = inner
+        self.max_events = max_events
+        self._waiting: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def publish(self, events: Sequence[dict[str, Any]]) -> None:
+        if not events:
+            return
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._waiting.append((list(events), done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let concurrent callers join this batch
+        while self._waiting:
+            batch: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
+            count = 0
+            while self._waiting and (not batch or count + len(self._waiting[0][0]) <= self.max_events):
+                item = self._waiting.pop(0)
+                batch.append(item)
+                count += len(item[0])
+            try:
+                await self.inner.publish([e for events, _ in batch for e in events])
+            except Exception as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+
+    async def check(self) -> None:
+        await self.inner.check()
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        await self.inner.close()

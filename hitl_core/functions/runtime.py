@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..checkpoint.factory import storage_from_settings
-from ..events.publisher import EventPublisher, NullEventPublisher
+from ..events.publisher import BatchingEventPublisher, EventPublisher, NullEventPublisher
 from ..links import LinkSigner
 from ..registry import WorkflowSpec
 from ..service import HitlService
@@ -60,7 +60,9 @@ def _publisher(settings: Settings) -> EventPublisher:
         return NullEventPublisher()
     from ..events.eventgrid import EventGridEventPublisher
 
-    return EventGridEventPublisher(settings.eventgrid_topic_endpoint, key=settings.eventgrid_topic_key)
+    return BatchingEventPublisher(
+        EventGridEventPublisher(settings.eventgrid_topic_endpoint, key=settings.eventgrid_topic_key)
+    )
 
 
 def build_runtime(settings: Settings | None = None) -> Runtime:
