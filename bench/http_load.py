@@ -61,17 +61,17 @@ class Host:
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HITL_")}
         env.update({"HITL_DATA_DIR": str(self.data_dir), "HITL_PORT": str(self.port), **self.env})
-        self.proc = subprocess.Popen(  # noqa: S603 - our own module
+        self.proc = subprocess.Popen(
             [sys.executable, "-m", "hitl_core.devhost", "--app", "function_app:app", "--port", str(self.port),
              "--data-dir", str(self.data_dir)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(self.data_dir / "host.log", "ab"),  # noqa: SIM115
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(self.data_dir / "host.log", "ab"),
         )
         deadline = time.monotonic() + 60
         import urllib.request
 
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"{self.base}/api/health", timeout=1):  # noqa: S310 - loopback
+                with urllib.request.urlopen(f"{self.base}/api/health", timeout=1):
                     return
             except OSError:
                 time.sleep(0.1)
@@ -144,10 +144,10 @@ async def preload(data_dir: Path, count: int) -> float:
     os.environ["HITL_AUTH_MODE"] = "dev"
     sys.path.insert(0, str(ROOT))
     import workflows
+    from hitl_core.checkpoint.factory import storage_from_settings
     from hitl_core.events import NullEventPublisher
     from hitl_core.service import HitlService
     from hitl_core.settings import Settings
-    from hitl_core.checkpoint.factory import storage_from_settings
 
     settings = Settings.from_env()
     service = HitlService(settings=settings, storage=storage_from_settings(settings), publisher=NullEventPublisher(),

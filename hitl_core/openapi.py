@@ -61,7 +61,7 @@ def openapi_document(workflows: list[str], *, server_url: str = "/") -> dict[str
     workflow = _path_param("workflow", WORKFLOW_PATTERN)
     workflow["schema"]["enum"] = sorted(workflows)
     body_errors = (400, 413, 415, 422)
-    key = [{"functionKey": []}]
+    key: list[dict[str, list[str]]] = [{"functionKey": []}]
     paths: dict[str, Any] = {
         "/api/workflows/{workflow}/sessions": {"post": {
             "operationId": "startSession", "summary": "Start a session (idempotent per session_id and input)",
