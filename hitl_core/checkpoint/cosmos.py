@@ -1,0 +1,848 @@
+"""CosmosDBCheckpointStorage: sessions in one Azure Cosmos DB (NoSQL API) container, async SDK.
+
+Data model, designed for cost
+-----------------------------
+One container, partitioned by ``/session_id`` (layout in :mod:`.cosmos_layout`, mirrored in Bicep).
+Every document of a session lives in its partition:
+
+* the **session document** (``kind: "session"``, ``id`` = the session id, escaped where Cosmos
+  forbids a character) holds the whole checkpoint — state, pending requests, decisions, outbox —
+  plus the few top-level fields the queries read: ``workflow``, ``status``, ``updated_at``,
+  ``expires_at`` and, while requests are pending, ``inbox_oldest_created_at``,
+  ``inbox_newest_created_at``, ``assignees`` (every approver of a pending request) and ``inbox``
+  (the pending requests again, so the inbox query never reads the checkpoint);
+* **audit documents** (``kind: "audit"``), one per record, written in the same call as the
+  checkpoint that caused them, with their own TTL (none by default), so they outlive the session.
+
+The checkpoint, the inbox entries and the audit records are stored as JSON *text* inside the
+document, not as nested JSON: Cosmos DB (and the JavaScript tooling around it) reads numbers as
+IEEE doubles, so an integer above 2**53 in workflow state would silently change. Text keeps every
+value exact and saves a parse/re-serialise on each write; only the fields above are queried.
+
+A start is one ``create``; a resume is one point read (``load``) and one conditional replace
+(``If-Match: <etag>``) — with audit records, the replace and the audit creates travel in one
+transactional batch instead (still one round trip, atomic). Nothing on that path queries.
+
+Why the inbox reads session documents, not per-request documents
+----------------------------------------------------------------
+Per-request index documents would make the inbox a plain ``ORDER BY created_at`` query, but every
+save would then have to delete and recreate them: a resume would become a batch of several
+operations and pay for several writes, on the path that runs for every decision. The inbox is
+read far less often than sessions are written, so the cost goes there instead: the inbox query
+selects the session documents holding at least one pending request not older than the page's
+keyset (``inbox_newest_created_at >= after``), ordered by their *oldest* pending request, and
+projects only ``inbox``. Python flattens those into rows and merges them in the reference order
+``(created_at, session_id, call_id)``; it stops reading as soon as the next session's oldest
+request is newer than the page's last row (nothing after it can sort earlier), so it reads few
+documents beyond the page — sessions rarely hold more than a couple of pending requests. The
+continuation token is the keyset of the page's last row (the token the SQLite backend issues),
+not an SDK continuation: it stays valid across deployments and costs nothing to resume.
+
+TTL
+---
+The container's ``defaultTtl`` is -1: nothing expires unless it carries its own ``ttl``. A save
+with ``ttl_seconds`` (the engine passes it for finished sessions) sets ``ttl`` on the session
+document; audit documents get ``audit_ttl_seconds`` (None: kept forever). The session document
+also records ``expires_at`` on the storage's clock, which ``load`` and the queries honour, so
+expiry is exact before Cosmos' background deletion too (and on the local stand-in, which never
+deletes). A session with a TTL has the version ``<etag>~<expires_at>``, so a save can refuse an
+expired session without reading it first; a live session's version is its bare ``_etag``.
+
+Errors
+------
+SDK errors become the project's error tree here: 404/409/412 on a write are a
+:class:`ConcurrencyError` (never retried: the caller must reload), 429 after the SDK's own
+throttling retries is :class:`StorageUnavailableError` carrying ``x-ms-retry-after-ms`` as
+``retry_after``, and 408/5xx, time-outs and connection failures are :class:`StorageUnavailableError`
+too. Retries of 429 and transient failures are the SDK's policy (tune it with the client's
+``retry_*`` options); this class never retries a conflict.
+
+Size
+----
+Like every backend, a checkpoint whose JSON exceeds ``max_document_bytes`` (default 2,000,000
+UTF-8 bytes) is refused with :class:`CheckpointTooLargeError` before anything is sent. The whole
+document — checkpoint text as Cosmos stores it (escaped), inbox copy, envelope — is checked as well
+against Cosmos' real item limit (2 MiB less room for system properties), so a write that Cosmos
+would reject fails first, with the session's name and the document's size.
+
+Local stand-in (``stand_in=True``)
+----------------------------------
+npm ``@vercel/cosmosdb-server`` answers a read of a missing item with 500 and cannot run replace
+operations in a transactional batch. With ``stand_in=True`` (the default of :meth:`from_endpoint`
+for a loopback endpoint) exactly that 500 counts as "not found" — any other 500 stays an error —
+and the session document is written on its own, then the audit documents (not atomic: should the
+second write fail, the session is saved without those records, and the error says so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import hashlib
+import ipaddress
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.cosmos import PartitionKey
+from azure.cosmos.aio import ContainerProxy, CosmosClient
+from azure.cosmos.exceptions import CosmosClientTimeoutError
+
+from ..errors import CheckpointTooLargeError, ConcurrencyError, StorageError, StorageUnavailableError
+from ..settings import Settings, SettingsError
+from .base import (
+    Clock,
+    InvalidContinuationError,
+    decode_token,
+    encode_document,
+    encode_token,
+    inbox_key,
+    sort_stamp,
+)
+from .cosmos_layout import DEFAULT_TTL, INDEXING_POLICY, PARTITION_KEY_PATH
+from .models import (
+    AuditRecord,
+    Page,
+    PendingRequest,
+    PendingRequestEntry,
+    SessionSummary,
+    StoredCheckpoint,
+    WorkflowCheckpoint,
+)
+
+#: Cosmos DB's hard limit for one item (the UTF-8 length of its JSON).
+COSMOS_ITEM_LIMIT_BYTES = 2 * 1024 * 1024
+#: Room kept under the item limit for the system properties Cosmos adds (_rid, _self, _etag, ...).
+SYSTEM_PROPERTIES_BYTES = 1024
+#: Default checkpoint limit: leaves ~96 KB of the item for escaping, the inbox copy and the envelope.
+DEFAULT_COSMOS_MAX_DOCUMENT_BYTES = 2_000_000
+#: Most operations one transactional batch may hold.
+BATCH_LIMIT = 100
+
+_SESSION = "session"
+_AUDIT = "audit"
+_CONFLICT_STATUSES = frozenset({404, 409, 412})
+_UNAVAILABLE_STATUSES = frozenset({408, 410, 429, 449, 500, 502, 503, 504})
+_TRANSPORT_ERRORS = (CosmosClientTimeoutError, ServiceRequestError, ServiceResponseError, TimeoutError, OSError)
+# Characters an item id may not hold (the SDK rejects / \ ? # and tab/CR/LF; control characters
+# are escaped too), '%' so the escape stays reversible, and ':' which audit ids use, so an escaped
+# session id never equals an audit id.
+_ID_ESCAPES = {c: f"%{ord(c):02X}" for c in "%/\\?#:" + "".join(map(chr, range(0x20))) + "\x7f"}
+_MAX_ID_LENGTH = 255
+_STAND_IN_MISSING_READ = "Cannot read properties of undefined"
+_EXPIRY_MARK = "~"
+
+T = TypeVar("T")
+
+
+class _Conflict(Exception):
+    """A conditional write lost (404/409/412); ``save`` decides what that means."""
+
+
+def session_item_id(session_id: str) -> str:
+    """The session document's ``id``: the session id, escaped where Cosmos forbids a character.
+
+    Ids are unique per partition and the partition *is* the session, so the escape only has to be
+    injective among one session's documents. Ids that would not fit (or that URL paths would
+    resolve, like ``..``) use a digest instead.
+    """
+    escaped = "".join(_ID_ESCAPES.get(c, c) for c in session_id)
+    if 0 < len(escaped) <= _MAX_ID_LENGTH and escaped.strip(".") and not escaped.endswith(" "):
+        return escaped
+    return "sha256%" + hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def is_loopback_endpoint(endpoint: str) -> bool:
+    """True for http(s)://127.x.x.x, [::1] or localhost: only a local stand-in lives there."""
+    host = (urlsplit(endpoint).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _status(exc: BaseException) -> int | None:
+    status = getattr(exc, "status_code", None)
+    return int(status) if isinstance(status, int) else None
+
+
+def _header(exc: BaseException, name: str) -> str | None:
+    headers = getattr(exc, "headers", None)
+    if headers is None:
+        headers = getattr(getattr(exc, "response", None), "headers", None)
+    if not headers:
+        return None
+    try:
+        value = headers.get(name)
+    except AttributeError:
+        return None
+    return str(value) if value is not None else None
+
+
+def _owner_missing(exc: BaseException) -> bool:
+    """A 404 about the database or container, not the item (Cosmos sub-status 1003)."""
+    return _status(exc) == 404 and _header(exc, "x-ms-substatus") == "1003"
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """Seconds to wait, from Cosmos' ``x-ms-retry-after-ms`` (or a plain ``Retry-After``)."""
+    for name, scale in (("x-ms-retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = _header(exc, name)
+        if value:
+            try:
+                return max(float(value) / scale, 0.0)
+            except ValueError:
+                continue
+    return None
+
+
+def _message(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc)
+    return " ".join(str(text).split())[:300]
+
+
+class CosmosDBCheckpointStorage:
+    """Checkpoints in Azure Cosmos DB: one document per session, audit records beside it.
+
+    Build it from an existing container (``CosmosDBCheckpointStorage(container)``), from a client
+    (``CosmosDBCheckpointStorage("sessions", client=client, database="hitl")``), from an endpoint
+    (:meth:`from_endpoint`: key, a token credential, or ``DefaultAzureCredential``) or from the
+    app's settings (:meth:`from_settings`). With ``create_if_missing=True`` the database and
+    container are created on first use with the layout of :mod:`.cosmos_layout`; in Azure, Bicep
+    creates them and the app's identity needs no control-plane rights.
+
+    ``ops`` counts the data-plane requests this storage sent, by kind (``read``, ``create``,
+    ``replace``, ``batch``, ``delete``, ``query`` — one per result page), for metrics and tests.
+    """
+
+    def __init__(
+        self,
+        container: ContainerProxy | str = "sessions",
+        *,
+        client: CosmosClient | None = None,
+        database: str = "hitl",
+        create_if_missing: bool = False,
+        stand_in: bool = False,
+        transactional_batch: bool | None = None,
+        audit_ttl_seconds: int | None = None,
+        max_document_bytes: int = DEFAULT_COSMOS_MAX_DOCUMENT_BYTES,
+        clock: Clock = time.time,
+        close_client: bool = False,
+        credential: Any = None,
+    ) -> None:
+        if isinstance(container, str) and client is None:
+            raise TypeError("pass a ContainerProxy, or client= and a container name")
+        self._client = client
+        self._database_name = database
+        self._container_name = container if isinstance(container, str) else str(container.id)
+        self._container: ContainerProxy | None = None if isinstance(container, str) else container
+        self._create_if_missing = create_if_missing
+        self._init_lock = asyncio.Lock()
+        self._close_client = close_client
+        self._credential = credential
+        self.stand_in = stand_in
+        #: Audit records ride in one transactional batch with the session write (Azure); the
+        #: stand-in cannot replace inside a batch, so there they follow the session write.
+        self.transactional_batch = (not stand_in) if transactional_batch is None else transactional_batch
+        self.audit_ttl_seconds = audit_ttl_seconds or None
+        self.max_document_bytes = max_document_bytes
+        self._clock = clock
+        self.ops: Counter[str] = Counter()
+
+    # -- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_endpoint(
+        cls,
+        endpoint: str,
+        *,
+        key: str | None = None,
+        credential: Any = None,
+        database: str = "hitl",
+        container: str = "sessions",
+        verify_tls: bool = True,
+        stand_in: bool | None = None,
+        create_if_missing: bool | None = None,
+        transactional_batch: bool | None = None,
+        audit_ttl_seconds: int | None = None,
+        max_document_bytes: int = DEFAULT_COSMOS_MAX_DOCUMENT_BYTES,
+        clock: Clock = time.time,
+        **client_options: Any,
+    ) -> CosmosDBCheckpointStorage:
+        """Connect to an account: with ``key``, else ``credential``, else ``DefaultAzureCredential``.
+
+        ``stand_in`` defaults to True for a loopback endpoint (the local stand-in, which also gets
+        ``enable_endpoint_discovery=False`` so the SDK does not chase the https endpoints it
+        advertises) and ``create_if_missing`` defaults to ``stand_in`` (the stand-in starts empty;
+        in Azure the container comes from Bicep). ``client_options`` go to ``CosmosClient``
+        (e.g. ``retry_total``, ``retry_backoff_max``, ``connection_timeout``).
+        """
+        local = is_loopback_endpoint(endpoint) if stand_in is None else stand_in
+        owned_credential = None
+        if key:
+            auth: Any = key
+        elif credential is not None:
+            auth = credential
+        else:
+            from azure.identity.aio import DefaultAzureCredential
+
+            auth = owned_credential = DefaultAzureCredential()
+        options: dict[str, Any] = {"connection_verify": verify_tls}
+        if local:
+            options["enable_endpoint_discovery"] = False
+        options.update(client_options)
+        client = CosmosClient(endpoint, credential=auth, **options)
+        return cls(
+            container,
+            client=client,
+            database=database,
+            create_if_missing=local if create_if_missing is None else create_if_missing,
+            stand_in=local,
+            transactional_batch=transactional_batch,
+            audit_ttl_seconds=audit_ttl_seconds,
+            max_document_bytes=max_document_bytes,
+            clock=clock,
+            close_client=True,
+            credential=owned_credential,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> CosmosDBCheckpointStorage:
+        """Build from the app's settings (``HITL_COSMOS_*``, ``HITL_AUDIT_TTL_SECONDS``).
+
+        No key (the Azure default) means managed identity via ``DefaultAzureCredential``. The
+        session TTL (``HITL_SESSION_TTL_SECONDS``) is not kept here: the service passes it as
+        ``ttl_seconds`` when it saves a finished session.
+        """
+        if not settings.cosmos_endpoint:
+            raise SettingsError("HITL_STORAGE=cosmos needs HITL_COSMOS_ENDPOINT")
+        options: dict[str, Any] = {
+            "key": settings.cosmos_key,
+            "database": settings.cosmos_database,
+            "container": settings.cosmos_container,
+            "verify_tls": settings.cosmos_verify_tls,
+            "audit_ttl_seconds": settings.audit_ttl_seconds or None,
+        }
+        options.update(overrides)
+        return cls.from_endpoint(settings.cosmos_endpoint, **options)
+
+    async def _ready(self) -> ContainerProxy:
+        """The container, created on first use if asked (once, even under concurrent callers)."""
+        if self._container is not None:
+            return self._container
+        async with self._init_lock:
+            if self._container is None:
+                assert self._client is not None
+                client = self._client
+                if self._create_if_missing:
+                    database = await self._call(
+                        "create_database", None, partial(client.create_database_if_not_exists, self._database_name))
+                    self._container = await self._call(
+                        "create_container", None,
+                        partial(database.create_container_if_not_exists, id=self._container_name,
+                                partition_key=PartitionKey(path=PARTITION_KEY_PATH), default_ttl=DEFAULT_TTL,
+                                indexing_policy=INDEXING_POLICY),
+                    )
+                else:
+                    container = client.get_database_client(self._database_name).get_container_client(
+                        self._container_name)
+                    # One metadata read per process: a missing container is a clear error now, not
+                    # a stream of "session not found" (a 404 on an item read looks the same).
+                    try:
+                        await self._call("read_container", None, container.read, passthrough=frozenset({404}))
+                    except HttpResponseError as exc:
+                        raise StorageError(
+                            f"Cosmos DB container {self._container_name!r} of database {self._database_name!r} "
+                            "does not exist: deploy it (infra/) or pass create_if_missing=True") from exc
+                    self._container = container
+        return self._container
+
+    async def ensure_container(self) -> None:
+        """Create (if asked) and resolve the container now rather than on the first call."""
+        await self._ready()
+
+    # -- SDK calls and error translation -----------------------------------------------------------
+    async def _call(
+        self,
+        op: str,
+        session_id: str | None,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        passthrough: frozenset[int] = frozenset(),
+    ) -> T:
+        """Run one SDK request, counting it and translating its failure into the error tree.
+
+        An SDK error whose status is in ``passthrough`` is re-raised for the caller to interpret.
+        """
+        self.ops[op] += 1
+        try:
+            return await fn()
+        except HttpResponseError as exc:
+            if _status(exc) in passthrough and not _owner_missing(exc):
+                raise
+            raise self._translate(exc, op, session_id) from exc
+        except _TRANSPORT_ERRORS as exc:
+            raise self._translate(exc, op, session_id) from exc
+
+    def _translate(self, exc: BaseException, op: str, session_id: str | None) -> StorageError:
+        where = f"{op} of session {session_id!r}" if session_id is not None else op
+        status = _status(exc)
+        if isinstance(exc, ClientAuthenticationError) or status in (401, 403):
+            return StorageError(
+                f"Cosmos DB refused the {where} ({status}): check HITL_COSMOS_KEY or the app identity's "
+                f"data-plane role: {_message(exc)}")
+        if status == 429:
+            return StorageUnavailableError(
+                f"Cosmos DB is throttling (429) the {where} after the SDK's retries: {_message(exc)}",
+                retry_after=_retry_after(exc))
+        if status in _UNAVAILABLE_STATUSES or status is None:
+            return StorageUnavailableError(
+                f"Cosmos DB is unavailable for the {where} ({status or type(exc).__name__}): {_message(exc)}",
+                retry_after=_retry_after(exc))
+        if status == 404:
+            return StorageError(
+                f"Cosmos DB found nothing for the {where} (404): does container {self._container_name!r} of "
+                f"database {self._database_name!r} exist? {_message(exc)}")
+        if status in (409, 412):
+            return ConcurrencyError(session_id or "", None, None)
+        return StorageError(f"Cosmos DB failed the {where} ({status}): {_message(exc)}")
+
+    def _is_missing_read(self, exc: HttpResponseError) -> bool:
+        status = _status(exc)
+        if status == 404:
+            return not _owner_missing(exc)
+        # The stand-in dereferences the missing document and answers 500 with exactly this text.
+        return self.stand_in and status == 500 and _STAND_IN_MISSING_READ in _message(exc)
+
+    # -- documents and versions ------------------------------------------------------------------
+    def _expired(self, doc: dict[str, Any]) -> bool:
+        expires_at = doc.get("expires_at")
+        return isinstance(expires_at, (int, float)) and expires_at <= self._clock()
+
+    @staticmethod
+    def _version(doc: dict[str, Any]) -> str:
+        """The session's version: its etag, plus its expiry when it has one."""
+        etag = str(doc["_etag"])
+        expires_at = doc.get("expires_at")
+        if isinstance(expires_at, (int, float)):
+            return f"{etag}{_EXPIRY_MARK}{float(expires_at)!r}"
+        return etag
+
+    def _etag_of(self, version: str) -> str | None:
+        """The etag to send as If-Match, or None when the version cannot match a live session."""
+        if version in ("", "*"):  # "" would send no If-Match at all, "*" matches anything
+            return None
+        etag, mark, expiry = version.rpartition(_EXPIRY_MARK)
+        if not mark:
+            return version
+        try:
+            expires_at = float(expiry)
+        except ValueError:
+            return version
+        if not math.isfinite(expires_at):
+            return version
+        return etag if etag and expires_at > self._clock() else None
+
+    def _session_document(self, checkpoint: WorkflowCheckpoint, ttl_seconds: int | None) -> dict[str, Any]:
+        """The session document, refused before any write if it would be too large."""
+        text = encode_document(checkpoint, self.max_document_bytes)
+        sid = checkpoint.session_id
+        doc: dict[str, Any] = {
+            "id": session_item_id(sid),
+            "session_id": sid,
+            "kind": _SESSION,
+            "workflow": checkpoint.workflow,
+            "status": checkpoint.status,
+            "updated_at": checkpoint.updated_at.isoformat(),
+            "expires_at": (self._clock() + ttl_seconds) if ttl_seconds else None,
+        }
+        if ttl_seconds:
+            doc["ttl"] = int(ttl_seconds)
+        if checkpoint.pending_requests:
+            created = [sort_stamp(p.created_at) for p in checkpoint.pending_requests]
+            doc["inbox_oldest_created_at"] = min(created)
+            doc["inbox_newest_created_at"] = max(created)
+            doc["assignees"] = sorted({a for p in checkpoint.pending_requests for a in p.approvers})
+            doc["inbox"] = [p.model_dump_json() for p in checkpoint.pending_requests]
+        head = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+        stored = json.dumps(text, ensure_ascii=False)  # the checkpoint as Cosmos stores it: escaped text
+        size = _utf8_len(head) + len(',"checkpoint":') + _utf8_len(stored)
+        limit = COSMOS_ITEM_LIMIT_BYTES - SYSTEM_PROPERTIES_BYTES
+        if size > limit:
+            raise CheckpointTooLargeError(sid, size, limit)
+        doc["checkpoint"] = text
+        return doc
+
+    def _audit_document(self, checkpoint: WorkflowCheckpoint, record: AuditRecord) -> dict[str, Any]:
+        # The session's creation time keeps ids unique when an expired session id is started
+        # again: the old trail outlives the session and the new one numbers from 1 again.
+        incarnation = int(checkpoint.created_at.timestamp() * 1_000_000)
+        doc: dict[str, Any] = {
+            "id": f"audit:{incarnation}:{record.seq:010d}",
+            "session_id": checkpoint.session_id,
+            "kind": _AUDIT,
+            "incarnation": incarnation,
+            "seq": record.seq,
+            "record": record.model_dump_json(),
+        }
+        if self.audit_ttl_seconds:
+            doc["ttl"] = int(self.audit_ttl_seconds)
+        return doc
+
+    @staticmethod
+    def _written_etag(result: Any) -> str:
+        """The new etag from a write's response headers (``no_response``) or its body."""
+        getter = getattr(result, "get_response_headers", None)
+        if getter is not None:
+            etag = getter().get("etag")
+            if etag:
+                return str(etag)
+        if isinstance(result, dict) and result.get("_etag"):
+            return str(result["_etag"])
+        raise StorageError("Cosmos DB answered a write without an etag")
+
+    async def _read_raw(self, session_id: str) -> dict[str, Any] | None:
+        """The session document as stored (expired or not), or None: one point read."""
+        container = await self._ready()
+        try:
+            doc: dict[str, Any] = await self._call(
+                "read", session_id,
+                partial(container.read_item, session_item_id(session_id), partition_key=session_id),
+                passthrough=frozenset({404, 500}),
+            )
+        except HttpResponseError as exc:
+            if self._is_missing_read(exc):
+                return None
+            raise self._translate(exc, "read", session_id) from exc
+        return doc
+
+    async def _current_version(self, session_id: str) -> str | None:
+        current = await self._read_raw(session_id)
+        return None if current is None or self._expired(current) else self._version(current)
+
+    # -- protocol --------------------------------------------------------------------------------
+    async def load(self, session_id: str) -> StoredCheckpoint | None:
+        """One point read (never a query): the session, unless absent or expired."""
+        doc = await self._read_raw(session_id)
+        if doc is None or self._expired(doc):
+            return None
+        return StoredCheckpoint(checkpoint=WorkflowCheckpoint.model_validate_json(doc["checkpoint"]),
+                                version=self._version(doc))
+
+    async def save(
+        self,
+        checkpoint: WorkflowCheckpoint,
+        *,
+        expected_version: str | None,
+        ttl_seconds: int | None = None,
+        audit: Sequence[AuditRecord] = (),
+    ) -> str:
+        """Create (``expected_version=None``) or conditionally replace the session document.
+
+        A create that finds an *expired* session document replaces it (as if Cosmos had deleted
+        it already); any other lost race is a :class:`ConcurrencyError` naming the current version.
+        """
+        sid = checkpoint.session_id
+        doc = self._session_document(checkpoint, ttl_seconds)
+        audit_docs = [self._audit_document(checkpoint, r) for r in audit]
+        if expected_version is None:
+            try:
+                return await self._write(doc, audit_docs, None)
+            except _Conflict:
+                pass
+            current = await self._read_raw(sid)
+            if current is not None and self._expired(current):
+                try:
+                    return await self._write(doc, audit_docs, str(current["_etag"]))
+                except _Conflict:
+                    pass
+        else:
+            etag = self._etag_of(expected_version)
+            if etag is not None:
+                try:
+                    return await self._write(doc, audit_docs, etag)
+                except _Conflict:
+                    pass
+        raise ConcurrencyError(sid, expected_version, await self._current_version(sid))
+
+    async def _write(self, doc: dict[str, Any], audit_docs: list[dict[str, Any]], etag: str | None) -> str:
+        """Create (``etag`` None) or replace-if-match the session document, with its audit documents."""
+        container = await self._ready()
+        sid: str = doc["session_id"]
+        if audit_docs and self.transactional_batch:
+            head = audit_docs[: BATCH_LIMIT - 1]  # more than 99 records in one save: the rest follow
+            operations: list[Any] = [
+                ("create", (doc,)) if etag is None else ("replace", (doc["id"], doc), {"if_match_etag": etag})
+            ]
+            operations.extend(("create", (a,)) for a in head)
+            try:
+                results = await self._call("batch", sid, partial(container.execute_item_batch, operations,
+                                                                 partition_key=sid),
+                                           passthrough=_CONFLICT_STATUSES)
+            except HttpResponseError as exc:
+                index = getattr(exc, "error_index", 0) or 0
+                if index > 0:  # the session write was fine; an audit id exists already
+                    raise StorageError(
+                        f"audit record seq {head[index - 1]['seq']} of session {sid!r} exists already "
+                        f"({_status(exc)}); nothing was saved") from exc
+                raise _Conflict from exc
+            first = results[0]
+            version = str(first.get("eTag") or first["resourceBody"]["_etag"])
+            await self._create_audit(audit_docs[len(head):], sid)
+            return self._version({"_etag": version, "expires_at": doc["expires_at"]})
+        try:
+            if etag is None:
+                result = await self._call("create", sid, partial(container.create_item, doc, no_response=True),
+                                          passthrough=_CONFLICT_STATUSES)
+            else:
+                result = await self._call(
+                    "replace", sid,
+                    partial(container.replace_item, doc["id"], doc, etag=etag,
+                            match_condition=MatchConditions.IfNotModified, no_response=True),
+                    passthrough=_CONFLICT_STATUSES)
+        except HttpResponseError as exc:
+            raise _Conflict from exc
+        version = self._written_etag(result)
+        await self._create_audit(audit_docs, sid)
+        return self._version({"_etag": version, "expires_at": doc["expires_at"]})
+
+    async def _create_audit(self, audit_docs: list[dict[str, Any]], sid: str) -> None:
+        """Audit documents written after their session document (when no batch carried them)."""
+        if not audit_docs:
+            return
+        container = await self._ready()
+        try:
+            if len(audit_docs) == 1:
+                await self._call("create", sid, partial(container.create_item, audit_docs[0], no_response=True))
+                return
+            for start in range(0, len(audit_docs), BATCH_LIMIT):  # a batch of creates works everywhere
+                chunk: list[Any] = [("create", (a,)) for a in audit_docs[start:start + BATCH_LIMIT]]
+                await self._call("batch", sid, partial(container.execute_item_batch, chunk, partition_key=sid))
+        except StorageError as exc:
+            seqs = ", ".join(str(a["seq"]) for a in audit_docs)
+            message = f"session {sid!r} was saved but its audit records (seq {seqs}) were not: {exc}"
+            if isinstance(exc, StorageUnavailableError):
+                raise StorageUnavailableError(message, retry_after=exc.retry_after) from exc
+            raise StorageError(message) from exc
+
+    async def delete(self, session_id: str, *, expected_version: str | None = None) -> bool:
+        """Remove the session document (conditionally on its etag), then its audit trail."""
+        container = await self._ready()
+        item_id = session_item_id(session_id)
+        while True:
+            current = await self._read_raw(session_id)
+            if current is None or self._expired(current):
+                return False
+            version = self._version(current)
+            if expected_version is not None and version != expected_version:
+                raise ConcurrencyError(session_id, expected_version, version)
+            try:
+                await self._call(
+                    "delete", session_id,
+                    partial(container.delete_item, item_id, partition_key=session_id, etag=str(current["_etag"]),
+                            match_condition=MatchConditions.IfNotModified),
+                    passthrough=_CONFLICT_STATUSES)
+                break
+            except HttpResponseError as exc:
+                if _status(exc) == 404:
+                    return False
+                if expected_version is not None:
+                    raise ConcurrencyError(session_id, expected_version,
+                                           await self._current_version(session_id)) from exc
+                # changed between the read and the delete: read it again
+        ids = await self._query(
+            container,
+            "SELECT VALUE c.id FROM c WHERE c.session_id = @sid AND c.kind = @kind",
+            [{"name": "@sid", "value": session_id}, {"name": "@kind", "value": _AUDIT}],
+            session_id=session_id,
+        )
+        for audit_id in ids:
+            try:
+                await self._call("delete", session_id,
+                                 partial(container.delete_item, audit_id, partition_key=session_id),
+                                 passthrough=frozenset({404}))
+            except HttpResponseError:
+                continue  # gone already (its TTL, or a concurrent delete)
+        return True
+
+    async def _query(
+        self,
+        container: ContainerProxy,
+        query: str,
+        parameters: list[dict[str, Any]],
+        *,
+        session_id: str | None = None,
+    ) -> list[Any]:
+        """Run a parameterised query to its end (within one partition when ``session_id``)."""
+        return [item async for item in self._stream(container, query, parameters, session_id=session_id)]
+
+    async def _stream(
+        self,
+        container: ContainerProxy,
+        query: str,
+        parameters: list[dict[str, Any]],
+        *,
+        session_id: str | None = None,
+        max_item_count: int | None = None,
+    ) -> AsyncIterator[Any]:
+        """Yield query results page by page, counting and translating each page request.
+
+        Each ``by_page`` step is one request (the SDK fetches a page, then iterates it locally),
+        so a caller that stops early pays for no further page.
+        """
+        kwargs: dict[str, Any] = {"parameters": parameters}
+        if session_id is not None:
+            kwargs["partition_key"] = session_id
+        if max_item_count is not None:
+            kwargs["max_item_count"] = max_item_count
+        pages = container.query_items(query, **kwargs).by_page()
+        while True:
+            try:
+                page = await pages.__anext__()
+            except StopAsyncIteration:
+                return
+            except (HttpResponseError, *_TRANSPORT_ERRORS) as exc:
+                self.ops["query"] += 1
+                raise self._translate(exc, "query", session_id) from exc
+            self.ops["query"] += 1
+            async for item in page:
+                yield item
+
+    async def list_sessions(
+        self,
+        *,
+        workflow: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        continuation: str | None = None,
+    ) -> Page[SessionSummary]:
+        """Sessions ordered by id: a keyset (``session_id > @after``) query with ``TOP limit+1``."""
+        after = ""
+        if continuation:
+            value = decode_token(continuation, 1)[0]
+            if not isinstance(value, str):
+                raise InvalidContinuationError("continuation token is malformed")
+            after = value
+        if limit <= 0:
+            return Page[SessionSummary](items=[], continuation=None)
+        container = await self._ready()
+        clauses = ["c.kind = @kind", "c.session_id > @after", "(IS_NULL(c.expires_at) OR c.expires_at > @now)"]
+        parameters: list[dict[str, Any]] = [
+            {"name": "@n", "value": limit + 1},
+            {"name": "@kind", "value": _SESSION},
+            {"name": "@after", "value": after},
+            {"name": "@now", "value": self._clock()},
+        ]
+        if workflow is not None:
+            clauses.append("c.workflow = @workflow")
+            parameters.append({"name": "@workflow", "value": workflow})
+        if status is not None:
+            clauses.append("c.status = @status")
+            parameters.append({"name": "@status", "value": status})
+        where = " AND ".join(clauses)  # fixed clauses: every value travels as a parameter
+        query = f"SELECT TOP @n c.session_id, c.workflow, c.status, c.updated_at FROM c WHERE {where}"  # noqa: S608
+        query += " ORDER BY c.session_id"
+        rows = await self._query(container, query, parameters)
+        items = [SessionSummary(session_id=r["session_id"], workflow=r["workflow"], status=r["status"],
+                                updated_at=r["updated_at"]) for r in rows[:limit]]
+        token = encode_token([items[-1].session_id]) if len(rows) > limit and items else None
+        return Page[SessionSummary](items=items, continuation=token)
+
+    async def list_pending_requests(
+        self,
+        *,
+        workflow: str | None = None,
+        assignee: str | None = None,
+        limit: int = 50,
+        continuation: str | None = None,
+    ) -> Page[PendingRequestEntry]:
+        """The reviewer inbox, oldest request first, paged by the keyset of the page's last row.
+
+        One cross-partition query over session documents (see the module docstring); it never
+        runs on the start or resume path.
+        """
+        after: tuple[str, str, str] | None = None
+        if continuation:
+            values = decode_token(continuation, 3)
+            if not all(isinstance(v, str) for v in values):
+                raise InvalidContinuationError("continuation token is malformed")
+            after = (values[0], values[1], values[2])
+        if limit <= 0:
+            return Page[PendingRequestEntry](items=[], continuation=None)
+        container = await self._ready()
+        clauses = ["c.kind = @kind", "c.inbox_newest_created_at >= @after"]
+        parameters: list[dict[str, Any]] = [
+            {"name": "@kind", "value": _SESSION},
+            {"name": "@after", "value": after[0] if after else ""},
+        ]
+        order = "c.kind, c.inbox_oldest_created_at"  # served by a composite index (cosmos_layout)
+        if workflow is not None:
+            clauses.append("c.workflow = @workflow")
+            parameters.append({"name": "@workflow", "value": workflow})
+            order = "c.kind, c.workflow, c.inbox_oldest_created_at"
+        if assignee is not None:
+            clauses.append("ARRAY_CONTAINS(c.assignees, @assignee)")
+            parameters.append({"name": "@assignee", "value": assignee})
+        where = " AND ".join(clauses)  # fixed clauses: every value travels as a parameter
+        query = (
+            "SELECT c.session_id, c.workflow, c.expires_at, c.inbox_oldest_created_at, c.inbox"  # noqa: S608
+            f" FROM c WHERE {where} ORDER BY {order}"
+        )
+        now = self._clock()
+        found: list[tuple[tuple[str, str, str], PendingRequestEntry]] = []
+        async for row in self._stream(container, query, parameters, max_item_count=min(max(limit + 1, 10), 100)):
+            # Rows come ordered by their oldest request: once one starts after the page's last row
+            # (and a row beyond the page proves there is more), nothing later can sort earlier.
+            if len(found) > limit and str(row["inbox_oldest_created_at"]) > found[limit - 1][0][0]:
+                break
+            expires_at = row.get("expires_at")
+            if isinstance(expires_at, (int, float)) and expires_at <= now:
+                continue
+            for text in row.get("inbox") or ():
+                request = PendingRequest.model_validate_json(text)
+                if assignee is not None and assignee not in request.approvers:
+                    continue
+                entry = PendingRequestEntry(session_id=row["session_id"], workflow=row["workflow"], request=request)
+                key = inbox_key(entry)
+                if after is not None and key <= after:
+                    continue
+                bisect.insort(found, (key, entry), key=lambda pair: pair[0])
+        items = [entry for _, entry in found[:limit]]
+        token = encode_token(list(found[limit - 1][0])) if len(found) > limit else None
+        return Page[PendingRequestEntry](items=items, continuation=token)
+
+    async def list_audit(self, session_id: str) -> list[AuditRecord]:
+        """The session's audit records in order: one query within the session's partition."""
+        container = await self._ready()
+        rows = await self._query(
+            container,
+            "SELECT c.incarnation, c.seq, c.record FROM c WHERE c.session_id = @sid AND c.kind = @kind",
+            [{"name": "@sid", "value": session_id}, {"name": "@kind", "value": _AUDIT}],
+            session_id=session_id,
+        )
+        rows.sort(key=lambda r: (r.get("incarnation") or 0, r.get("seq") or 0))
+        return [AuditRecord.model_validate_json(r["record"]) for r in rows]
+
+    async def close(self) -> None:
+        """Close the client and credential this storage created (not ones passed in)."""
+        if self._close_client and self._client is not None:
+            await self._client.close()
+        if self._credential is not None:
+            await self._credential.close()
