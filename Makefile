@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench example clean
+.PHONY: run test lint unit bench examples clean
 
 $(STAMP): pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml requirements.txt
 	touch $(STAMP)
 
 run: $(STAMP)
+	$(PY) -m hitl_core.devhost --app function_app:app
+
+examples: $(STAMP)
 	$(PY) -m examples.run_all
 
 lint: $(STAMP)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from hitl_core import CheckpointStorage, FileCheckpointStorage, InMemoryCheckpointStorage, SqliteCheckpointStorage
+from tests.support.cosmos_server import CosmosStandIn, cosmos_stand_in
 from tests.support.redis_server import RedisServer, redis_server
 
 
@@ -43,3 +44,10 @@ def redis_server_process() -> Iterator[RedisServer]:
 def redis_url(redis_server_process: RedisServer) -> str:
     """``redis://127.0.0.1:PORT/0`` of the session's redis-server."""
     return redis_server_process.url
+
+
+@pytest.fixture(scope="session")
+def cosmos_server() -> Iterator[CosmosStandIn]:
+    """One Cosmos DB stand-in (npm @vercel/cosmosdb-server, installed on first use) per test session."""
+    with cosmos_stand_in() as server:
+        yield server

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import html
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,27 @@ def link_in(mail: dict[str, Any]) -> str:
     return match.group(1)
 
 
+def backend_env(request: pytest.FixtureRequest, name: str) -> dict[str, str]:
+    """Settings that select a checkpoint backend — the only difference between the runs."""
+    if name == "redis":
+        return {"HITL_STORAGE": "redis", "HITL_REDIS_URL": request.getfixturevalue("redis_url")}
+    if name == "cosmos":
+        server = request.getfixturevalue("cosmos_server")
+        return {"HITL_STORAGE": "cosmos", "HITL_COSMOS_ENDPOINT": server.endpoint, "HITL_COSMOS_KEY": server.key,
+                "HITL_COSMOS_VERIFY_TLS": "false", "HITL_COSMOS_DATABASE": f"e2e{uuid.uuid4().hex[:12]}"}
+    return {"HITL_STORAGE": "sqlite"}
+
+
+@pytest.fixture(params=["sqlite", "redis", "cosmos"])
+def host(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """The local host on each checkpoint backend in turn, chosen by settings only."""
+    env = backend_env(request, request.param)
+    with running_host(tmp_path / "data", HITL_NOTIFY_DEFAULT_RECIPIENTS="reviewers@example.test", **env) as h:
+        yield h
+
+
 @pytest.fixture
-def host(tmp_path: Path) -> Any:
+def sqlite_host(tmp_path: Path) -> Any:
     with running_host(tmp_path / "data", HITL_NOTIFY_DEFAULT_RECIPIENTS="reviewers@example.test") as h:
         yield h
 
@@ -92,7 +112,8 @@ def test_concurrent_conflicting_decisions_one_wins(host: LocalHost) -> None:
         assert [r["action"] for r in audit["records"]].count("decided") == 1
 
 
-def test_bad_inputs_are_answered_precisely_and_change_nothing(host: LocalHost) -> None:
+def test_bad_inputs_are_answered_precisely_and_change_nothing(sqlite_host: LocalHost) -> None:
+    host = sqlite_host
     with host.client() as client:
         view = start(client, "e2e-bad")
         call_id = view["pending_requests"][0]["call_id"]
@@ -117,7 +138,7 @@ def test_bad_inputs_are_answered_precisely_and_change_nothing(host: LocalHost) -
         assert client.get("/api/sessions/e2e-bad/audit").json()["records"][-1]["action"] == "started"
 
 
-def test_health_and_openapi_are_served(host: LocalHost) -> None:
-    with host.client() as client:
+def test_health_and_openapi_are_served(sqlite_host: LocalHost) -> None:
+    with sqlite_host.client() as client:
         assert client.get("/api/health").json() == {"status": "ok", "storage": "ok", "eventing": "ok"}
         assert client.get("/api/openapi.json").json()["openapi"] == "3.1.0"

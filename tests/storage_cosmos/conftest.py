@@ -9,13 +9,13 @@ sessions, and its own proxy (:mod:`.cosmos_proxy`) that records the requests and
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from hitl_core.checkpoint.cosmos import CosmosDBCheckpointStorage
-from tests.support.cosmos_server import CosmosStandIn, cosmos_stand_in
+from tests.support.cosmos_server import CosmosStandIn
 
 from .cosmos_proxy import CosmosProxy
 
@@ -23,12 +23,6 @@ from .cosmos_proxy import CosmosProxy
 FAST_RETRIES: dict[str, Any] = {"retry_total": 2, "retry_backoff_max": 1, "connection_timeout": 5}
 
 StorageFactory = Callable[..., Awaitable[CosmosDBCheckpointStorage]]
-
-
-@pytest.fixture(scope="session")
-def cosmos_server() -> Iterator[CosmosStandIn]:
-    with cosmos_stand_in() as server:
-        yield server
 
 
 @pytest.fixture
