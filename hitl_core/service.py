@@ -115,6 +115,7 @@ class HitlService:
         for spec in workflows:
             self.specs[spec.name] = spec
             workflow = spec.build(storage, settings)
+            workflow.lease_seconds = settings.resume_lease_seconds
             if workflow.name != spec.name:
                 raise ValueError(f"workflow spec {spec.name!r} built a workflow named {workflow.name!r}")
             self.workflows[spec.name] = workflow
@@ -313,12 +314,8 @@ class HitlService:
                     continue
                 cp = stored.checkpoint
                 if cp.status == "running" and cp.workflow in self.workflows:
-                    lease = cp.metadata.get("lease_until")
-                    if lease is None or dt.datetime.fromisoformat(lease) <= utcnow():
-                        opts = self._options(None, None)
-                        async for _ in self.workflows[cp.workflow].runner(self.storage).recover(cp.session_id, opts):
-                            pass
-                        await self._publish(opts.saved)
+                    if not self._lease_live(cp):
+                        await self._recover(cp)
                         recovered += 1
                 elif cp.outbox:
                     published += len(cp.outbox)
@@ -413,9 +410,31 @@ class HitlService:
 
     async def get_session(self, session_id: str) -> SessionView:
         stored = await self._load(session_id)
-        if stored.checkpoint.outbox and stored.checkpoint.status != "running":
+        cp = stored.checkpoint
+        if cp.status == "running" and not self._lease_live(cp) and cp.workflow in self.workflows:
+            return self.session_view(await self._recover(cp))
+        if cp.outbox and cp.status != "running":
             await self._publish(stored)
-        return self.session_view(stored.checkpoint)
+        return self.session_view(cp)
+
+    @staticmethod
+    def _lease_live(cp: WorkflowCheckpoint) -> bool:
+        lease = cp.metadata.get("lease_until")
+        return lease is not None and dt.datetime.fromisoformat(lease) > utcnow()
+
+    async def _recover(self, cp: WorkflowCheckpoint) -> WorkflowCheckpoint:
+        """Finish a continuation whose process died (its lease ran out); publish what it announced."""
+        opts = self._options(None, None)
+        try:
+            async for _ in self.workflows[cp.workflow].runner(self.storage).recover(cp.session_id, opts):
+                pass
+        except StorageError:
+            raise
+        except HitlError as exc:
+            logger.info("recovering session %s ended in failure: %s", cp.session_id, exc)
+        await self._publish(opts.saved)
+        stored = await self._load(cp.session_id)
+        return stored.checkpoint
 
     def authorize(self, pending: PendingRequest, caller: Caller | None, cp: WorkflowCheckpoint) -> None:
         """Only the request's approvers may decide (a request without approvers: anyone)."""

@@ -51,6 +51,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("HITL_SESSION_TTL_SECONDS", "2592000",
                 "TTL applied to completed/cancelled/failed sessions (default 30 days); 0 keeps them forever."),
     SettingSpec("HITL_AUDIT_TTL_SECONDS", "0", "TTL of audit records; 0 keeps them forever."),
+    SettingSpec("HITL_RESUME_LEASE_SECONDS", "30",
+                "How long a resume may hold a session before another call may finish it (crash recovery)."),
     SettingSpec("HITL_EVENTGRID_TOPIC_ENDPOINT", None,
                 "Event Grid custom topic endpoint; unset publishes nowhere but the outbox."),
     SettingSpec("HITL_EVENTGRID_TOPIC_KEY", None,
@@ -145,6 +147,7 @@ class Settings:
     cosmos_verify_tls: bool = True
     session_ttl_seconds: int = 2592000
     audit_ttl_seconds: int = 0
+    resume_lease_seconds: int = 30
     eventgrid_topic_endpoint: str | None = None
     eventgrid_topic_key: str | None = field(default=None, repr=False)
     public_base_url: str = "http://127.0.0.1:7071"
@@ -181,6 +184,7 @@ class Settings:
             cosmos_verify_tls=_bool(source, "HITL_COSMOS_VERIFY_TLS"),
             session_ttl_seconds=_int(source, "HITL_SESSION_TTL_SECONDS"),
             audit_ttl_seconds=_int(source, "HITL_AUDIT_TTL_SECONDS"),
+            resume_lease_seconds=_int(source, "HITL_RESUME_LEASE_SECONDS", minimum=1),
             eventgrid_topic_endpoint=_raw(source, "HITL_EVENTGRID_TOPIC_ENDPOINT"),
             eventgrid_topic_key=_raw(source, "HITL_EVENTGRID_TOPIC_KEY"),
             public_base_url=(_raw(source, "HITL_PUBLIC_BASE_URL") or "").rstrip("/"),
@@ -222,3 +226,14 @@ class Settings:
 def setting_names() -> frozenset[str]:
     """All environment variable names the service reads."""
     return frozenset(_SPEC_BY_NAME)
+
+
+def markdown_table() -> str:
+    """The README's settings table (the README test checks it is current)."""
+    rows = ["| variable | default | what it is |", "|---|---|---|"]
+    for spec in SETTINGS:
+        flags = [flag for flag, on in (("secret", spec.secret), ("local only", spec.local_only)) if on]
+        extra = f" *({', '.join(flags)})*" if flags else ""
+        default = f"`{spec.default}`" if spec.default else "—"
+        rows.append(f"| `{spec.name}` | {default} | {spec.doc}{extra} |")
+    return "\n".join(rows)
