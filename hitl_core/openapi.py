@@ -7,9 +7,10 @@ problem responses share one ``Problem`` schema.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, create_model
 from pydantic.json_schema import models_json_schema
 
 from .views import AuditView, HealthView, InboxPage, ResponseBody, SessionView, StartBody
@@ -49,28 +50,45 @@ def _path_param(name: str, pattern: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": pattern}}
 
 
-def openapi_document(workflows: list[str], *, server_url: str = "/") -> dict[str, Any]:
-    """The API description for a deployment whose workflows are ``workflows``."""
+def _start_body(name: str, input_model: type[BaseModel]) -> type[BaseModel]:
+    """``{"session_id"?, "input": <the workflow's input model>}`` as a model of its own."""
+    return create_model(
+        f"Start{input_model.__name__}",
+        __config__=ConfigDict(extra="forbid"),
+        session_id=(str | None, StartBody.model_fields["session_id"]),
+        input=(input_model, ...),
+    )
+
+
+def openapi_document(workflows: Mapping[str, type[BaseModel]], *, server_url: str = "/") -> dict[str, Any]:
+    """The API description for a deployment: ``workflows`` maps each workflow to its input model.
+
+    Each workflow gets its own start path whose body schema is generated from its input model,
+    so generated clients (and fuzzers) know exactly what a valid start looks like.
+    """
+    start_bodies = {name: _start_body(name, model) for name, model in sorted(workflows.items())}
     _, defs = models_json_schema(
-        [(m, "validation") for m in (StartBody, ResponseBody)]
+        [(m, "validation") for m in (ResponseBody, *start_bodies.values())]
         + [(m, "serialization") for m in (SessionView, InboxPage, AuditView, HealthView, Problem)],
         ref_template="#/components/schemas/{model}",
     )
     schemas = defs.get("$defs", {})
     session_id = _path_param("session_id", ID_PATTERN)
-    workflow = _path_param("workflow", WORKFLOW_PATTERN)
-    workflow["schema"]["enum"] = sorted(workflows)
     body_errors = (400, 413, 415, 422)
     key: list[dict[str, list[str]]] = [{"functionKey": []}]
     paths: dict[str, Any] = {
-        "/api/workflows/{workflow}/sessions": {"post": {
-            "operationId": "startSession", "summary": "Start a session (idempotent per session_id and input)",
-            "parameters": [workflow], "security": key,
-            "requestBody": {"required": True, "content": _json(StartBody)},
+        f"/api/workflows/{name}/sessions": {"post": {
+            "operationId": f"start_{name.replace('-', '_')}",
+            "summary": f"Start a {name} session (idempotent per session_id and input)",
+            "security": key,
+            "requestBody": {"required": True, "content": _json(body)},
             "responses": {"201": {"description": "Started", "content": _json(SessionView)},
                           "200": {"description": "Same session_id and input: the existing session",
                                   "content": _json(SessionView)},
-                          **_problems(404, 409, 503, *body_errors)}}},
+                          **_problems(409, 503, *body_errors)}}}
+        for name, body in start_bodies.items()
+    }
+    paths.update({
         "/api/sessions/{session_id}": {"get": {
             "operationId": "getSession", "summary": "Session view", "parameters": [session_id], "security": key,
             "responses": {"200": {"description": "The session", "content": _json(SessionView)},
@@ -88,7 +106,7 @@ def openapi_document(workflows: list[str], *, server_url: str = "/") -> dict[str
                 {"name": "workflow", "in": "query", "schema": {"type": "string", "pattern": WORKFLOW_PATTERN}},
                 {"name": "assignee", "in": "query", "schema": {"type": "string", "maxLength": 256}},
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
-                {"name": "continuation", "in": "query", "schema": {"type": "string", "maxLength": 2048}},
+                {"name": "continuation", "in": "query", "schema": {"type": "string", "maxLength": 512}},
             ],
             "responses": {"200": {"description": "A page", "content": _json(InboxPage)}, **_problems(400, 503)}}},
         "/api/sessions/{session_id}/cancel": {"post": {
@@ -109,7 +127,7 @@ def openapi_document(workflows: list[str], *, server_url: str = "/") -> dict[str
                           "503": {"description": "Degraded", "content": {
                               "application/json": {"schema": _ref(HealthView)},
                               "application/problem+json": {"schema": _ref(Problem)}}}}}},
-    }
+    })
     return {
         "openapi": "3.1.0",
         "info": {"title": "hitl", "version": "1.0.0",

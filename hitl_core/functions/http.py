@@ -145,6 +145,8 @@ async def list_requests(req: func.HttpRequest) -> func.HttpResponse:
         if not limit_text.isdigit() or not 1 <= int(limit_text) <= 200:
             raise HttpProblem(400, "Bad request", "limit must be a whole number from 1 to 200")
         continuation = req.params.get("continuation") or None
+        if continuation is not None and len(continuation) > 512:
+            raise HttpProblem(400, "Bad request", "continuation is longer than 512 characters")
         page = await get_runtime().service.inbox(workflow=workflow, assignee=assignee, continuation=continuation,
                                                  limit=int(limit_text))
         return ok(page)
@@ -177,7 +179,8 @@ async def get_audit(req: func.HttpRequest) -> func.HttpResponse:
 async def openapi(req: func.HttpRequest) -> func.HttpResponse:
     from ..openapi import openapi_document
 
-    return ok(openapi_document(sorted(get_runtime().service.specs)))
+    specs = get_runtime().service.specs
+    return ok(openapi_document({name: spec.input_model for name, spec in specs.items()}))
 
 
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)

@@ -204,8 +204,8 @@ async def test_hostile_json_shapes_are_refused(runtime: InMemoryEventPublisher) 
 async def test_openapi_document_is_generated_from_the_models(runtime: InMemoryEventPublisher) -> None:
     status, doc, _ = await call("openapi", http("GET", "/api/openapi.json"))
     assert status == 200 and doc["openapi"] == "3.1.0"
-    assert set(doc["paths"]) >= {"/api/workflows/{workflow}/sessions", "/api/sessions/{session_id}/responses",
-                                 "/api/requests", "/api/health"}
-    assert {"SessionView", "RequestView", "Problem", "StartBody"} <= set(doc["components"]["schemas"])
-    params = doc["paths"]["/api/workflows/{workflow}/sessions"]["post"]["parameters"]
-    assert params[0]["schema"]["enum"] == ["content-review", "expense-approval"]
+    assert set(doc["paths"]) >= {"/api/workflows/content-review/sessions", "/api/workflows/expense-approval/sessions",
+                                 "/api/sessions/{session_id}/responses", "/api/requests", "/api/health"}
+    schemas = doc["components"]["schemas"]
+    assert {"SessionView", "RequestView", "Problem", "StartContentReviewInput"} <= set(schemas)
+    assert schemas["ExpenseInput"]["properties"]["amount"]["exclusiveMinimum"] == 0  # from the pydantic model
