@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, create_model
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from .views import AuditView, HealthView, InboxPage, ResponseBody, SessionView, StartBody
 
@@ -67,11 +67,11 @@ def openapi_document(workflows: Mapping[str, type[BaseModel]], *, server_url: st
     so generated clients (and fuzzers) know exactly what a valid start looks like.
     """
     start_bodies = {name: _start_body(name, model) for name, model in sorted(workflows.items())}
-    _, defs = models_json_schema(
-        [(m, "validation") for m in (ResponseBody, *start_bodies.values())]
-        + [(m, "serialization") for m in (SessionView, InboxPage, AuditView, HealthView, Problem)],
-        ref_template="#/components/schemas/{model}",
-    )
+    inputs: list[type[BaseModel]] = [ResponseBody, *start_bodies.values()]
+    outputs: list[type[BaseModel]] = [SessionView, InboxPage, AuditView, HealthView, Problem]
+    modes: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in inputs]
+    modes += [(m, "serialization") for m in outputs]
+    _, defs = models_json_schema(modes, ref_template="#/components/schemas/{model}")
     schemas = defs.get("$defs", {})
     session_id = _path_param("session_id", ID_PATTERN)
     body_errors = (400, 413, 415, 422)
