@@ -6,7 +6,8 @@
 //     -> Storage (host, Durable task hub, deployment package)           Blob Owner, Queue/Table Contributor
 //     -> Key Vault (link signing keys, webhook/SMTP secrets)            Key Vault Secrets User
 //     -> Application Insights + Log Analytics (Entra ID auth)           Monitoring Metrics Publisher
-//   Event Grid subscription -> notify_reviewers (dead-letter to blob), once the code is deployed.
+//   Event Grid subscriptions -> notify_reviewers, track_deadlines (dead-letter to blob), once the
+//   code is deployed (track_deadlines drives the Durable deadline orchestration request_deadline).
 //
 // Deploy with `azd up` (azure.yaml) or `az deployment group create -f infra/main.bicep`; see
 // infra/README-deploy.md. Validated offline by tests/infra (pycep parse, checkov, settings/roles/
@@ -33,8 +34,8 @@ param location string = resourceGroup().location
 @minLength(32)
 param linkSigningKeys string
 
-@description('Create the Event Grid subscription to notify_reviewers. Needs the code deployed first: the azd postdeploy hook turns it on.')
-param enableEventSubscription bool = false
+@description('Event Grid trigger functions to subscribe to the topic, comma-separated (notify_reviewers,track_deadlines); empty: none. Each must be deployed first: the azd postdeploy hook sets it.')
+param eventSubscriptions string = ''
 
 @description('Application (client) id of the Microsoft Entra app registration for App Service Authentication; empty: every request is answered 401.')
 param authClientId string = ''
@@ -126,6 +127,9 @@ param sessionTtlSeconds string = ''
 @description('HITL_AUDIT_TTL_SECONDS; empty: the code default (audit kept forever).')
 param auditTtlSeconds string = ''
 
+@description('HITL_RESUME_LEASE_SECONDS; empty: the code default (30 s).')
+param resumeLeaseSeconds string = ''
+
 @description('HITL_LINK_TTL_SECONDS; empty: the code default (7 days).')
 param linkTtlSeconds string = ''
 
@@ -148,6 +152,7 @@ var serviceName = 'api'
 var functionAppName = 'func-hitl-${resourceToken}'
 var deploymentContainerName = 'app-package-${take(resourceToken, 7)}'
 var deadLetterContainerName = 'eventgrid-deadletter'
+var eventSubscriptionFunctions = split(replace(eventSubscriptions, ' ', ''), ',')
 
 module monitoring './modules/monitoring.bicep' = {
   name: 'monitoring'
@@ -263,6 +268,7 @@ module appSettings './modules/app-settings.bicep' = {
     notifyDefaultRecipients: notifyDefaultRecipients
     sessionTtlSeconds: sessionTtlSeconds
     auditTtlSeconds: auditTtlSeconds
+    resumeLeaseSeconds: resumeLeaseSeconds
     linkTtlSeconds: linkTtlSeconds
     reminderIntervalSeconds: reminderIntervalSeconds
     expenseManagerDeadlineSeconds: expenseManagerDeadlineSeconds
@@ -280,7 +286,7 @@ module easyAuth './modules/easy-auth.bicep' = {
   }
 }
 
-module eventSubscription './modules/eventgrid-subscription.bicep' = if (enableEventSubscription) {
+module eventSubscription './modules/eventgrid-subscription.bicep' = if (!empty(eventSubscriptions)) {
   name: 'eventgrid-subscription'
   dependsOn: [
     roles
@@ -289,6 +295,7 @@ module eventSubscription './modules/eventgrid-subscription.bicep' = if (enableEv
   params: {
     topicName: eventGridTopic.outputs.topicName
     functionAppName: functionApp.outputs.functionAppName
+    functionNames: eventSubscriptionFunctions
     deadLetterStorageAccountId: storage.outputs.storageAccountId
     deadLetterContainerName: storage.outputs.deadLetterContainerName
   }

@@ -1,11 +1,18 @@
 """FileCheckpointStorage: one JSON file per session, for development and small deployments.
 
-A save writes a temporary file, fsyncs it, atomically replaces the session file and fsyncs the
-folder, so a crash leaves either the old or the new checkpoint, never a torn one. The version
-check and the replace happen under an exclusive ``flock`` on a per-session lock file, so
-several processes on one machine can share a folder safely. Audit records go to an
-append-only JSON-lines file per session, written (and fsynced) before the checkpoint that
-references them. Blocking file I/O runs in a worker thread.
+A save writes a temporary file, fsyncs it and atomically replaces the session file, so a crash
+leaves either the old or the new checkpoint, never a torn one (the folder is fsynced when a
+session file is first created). Checkpoints of a *running* session — a resume's claim, or
+per-superstep progress — are written without fsync: a power cut can only roll them back to the
+previous durable checkpoint, which is always consistent, while every pause, completion, failure
+and cancellation is durable.
+
+The version check and the replace happen under an exclusive ``flock`` on one of 64 lock files
+(chosen by a hash of the session id), so several processes on one machine can share a folder.
+Audit records go to an append-only JSON-lines file per session, written before the checkpoint
+that references them. Small reads and writes run directly on the event loop: for documents of a
+few kilobytes they cost less than a hop to a worker thread (the same choice as the SQLite
+backend); the folder scans of the inbox and listings run in a thread.
 
 The inbox and session listings scan the folder: fine for development, not for 100k sessions —
 use SQLite, Redis or Cosmos DB there.
@@ -18,6 +25,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -36,6 +44,10 @@ from .base import (
     page_sessions,
 )
 from .models import AuditRecord, Page, PendingRequestEntry, SessionSummary, StoredCheckpoint, WorkflowCheckpoint
+
+
+_LOCK_STRIPES = 64
+_HEADER = re.compile(rb'\{"version":(\d+),"expires_at":(null|[0-9.eE+\-]+),')
 
 
 def _file_stem(session_id: str) -> str:
@@ -67,19 +79,41 @@ class FileCheckpointStorage:
         self._fsync = fsync
         self._clock = clock
         self.max_document_bytes = max_document_bytes
+        self._lock_fds: dict[int, int] = {}
 
-    # -- file helpers (run in a worker thread) --------------------------------------------
+    # -- file helpers ---------------------------------------------------------------------
     def _path(self, session_id: str) -> Path:
         return self._sessions / f"{_file_stem(session_id)}.json"
 
     @contextmanager
     def _locked(self, session_id: str) -> Iterator[None]:
-        with open(self._locks / f"{_file_stem(session_id)}.lock", "a+b") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+        """Exclusive across processes; callers never await while holding it."""
+        stripe = hashlib.sha256(session_id.encode("utf-8")).digest()[0] % _LOCK_STRIPES
+        fd = self._lock_fds.get(stripe)
+        if fd is None:
+            fd = os.open(self._locks / f"{stripe:02d}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            self._lock_fds[stripe] = fd
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _current_version(self, path: Path) -> int | None:
+        """The stored version, read from the envelope's header (no full parse)."""
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(96)
+        except FileNotFoundError:
+            return None
+        match = _HEADER.match(head)
+        if match is None:
+            envelope = self._read(path)
+            return None if envelope is None else int(envelope["version"])
+        expires_at = match.group(2)
+        if expires_at != b"null" and float(expires_at) <= self._clock():
+            return None
+        return int(match.group(1))
 
     def _read(self, path: Path) -> dict[str, Any] | None:
         try:
@@ -91,27 +125,28 @@ class FileCheckpointStorage:
             return None
         return envelope
 
-    def _write_atomic(self, path: Path, data: bytes) -> None:
+    def _write_atomic(self, path: Path, data: bytes, *, durable: bool, created: bool) -> None:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as fh:
             fh.write(data)
-            if self._fsync:
+            if durable:
                 fh.flush()
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
-        if self._fsync:
+        if durable and created:
             _fsync_dir(path.parent)
 
     def _save_sync(self, checkpoint: WorkflowCheckpoint, text: str, expected_version: str | None,
                    ttl_seconds: int | None, audit: Sequence[AuditRecord]) -> str:
         sid = checkpoint.session_id
         path = self._path(sid)
+        durable = self._fsync and checkpoint.status != "running"
         with self._locked(sid):
-            current = self._read(path)
-            actual = str(current["version"]) if current else None
+            current = self._current_version(path)
+            actual = str(current) if current is not None else None
             if actual != expected_version:
                 raise ConcurrencyError(sid, expected_version, actual)
-            version = (int(current["version"]) + 1) if current else 1
+            version = (current + 1) if current is not None else 1
             if audit:
                 with open(self._audit / f"{_file_stem(sid)}.jsonl", "ab") as fh:
                     fh.write("".join(r.model_dump_json() + "\n" for r in audit).encode("utf-8"))
@@ -122,7 +157,7 @@ class FileCheckpointStorage:
             envelope = (
                 f'{{"version":{version},"expires_at":{json.dumps(expires_at)},"checkpoint":{text}}}'
             )
-            self._write_atomic(path, envelope.encode("utf-8"))
+            self._write_atomic(path, envelope.encode("utf-8"), durable=durable, created=current is None)
         return str(version)
 
     def _load_sync(self, session_id: str) -> StoredCheckpoint | None:
@@ -161,15 +196,15 @@ class FileCheckpointStorage:
 
     # -- the protocol ---------------------------------------------------------------------
     async def load(self, session_id: str) -> StoredCheckpoint | None:
-        return await asyncio.to_thread(self._load_sync, session_id)
+        return self._load_sync(session_id)
 
     async def save(self, checkpoint: WorkflowCheckpoint, *, expected_version: str | None,
                    ttl_seconds: int | None = None, audit: Sequence[AuditRecord] = ()) -> str:
         text = encode_document(checkpoint, self.max_document_bytes)
-        return await asyncio.to_thread(self._save_sync, checkpoint, text, expected_version, ttl_seconds, audit)
+        return self._save_sync(checkpoint, text, expected_version, ttl_seconds, audit)
 
     async def delete(self, session_id: str, *, expected_version: str | None = None) -> bool:
-        return await asyncio.to_thread(self._delete_sync, session_id, expected_version)
+        return self._delete_sync(session_id, expected_version)
 
     async def list_sessions(self, *, workflow: str | None = None, status: str | None = None,
                             limit: int = 100, continuation: str | None = None) -> Page[SessionSummary]:
@@ -188,4 +223,6 @@ class FileCheckpointStorage:
         return await asyncio.to_thread(self._audit_sync, session_id)
 
     async def close(self) -> None:
-        return None
+        for fd in self._lock_fds.values():
+            os.close(fd)
+        self._lock_fds.clear()

@@ -41,7 +41,7 @@ var entraProvider = {
   }
 }
 
-// Event Grid calls /runtime/webhooks/EventGrid?functionName=notify_reviewers&code=<system key>.
+// Event Grid calls /runtime/webhooks/EventGrid?functionName=<notify_reviewers or track_deadlines>&code=<system key>.
 var excludedPaths = [
   '/runtime/webhooks/eventgrid'
   '/runtime/webhooks/EventGrid'

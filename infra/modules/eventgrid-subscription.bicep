@@ -1,16 +1,30 @@
-// Event subscription: hitl.request.* events that need a reviewer to be told something go to the
-// notification function (Event Grid trigger `notify_reviewers`). The destination is the function
-// resource itself (endpoint type AzureFunction), so no function key is read or stored here.
+// Event subscriptions: the topic's hitl.request.* events go to the app's two Event Grid trigger
+// functions, each with its own filter and the same delivery policy (retries, then dead-letter):
 //
-// Event Grid checks that the function exists when the subscription is created, so this module
-// can only be deployed after the code: main.bicep includes it when enableEventSubscription is
-// true, which the azd postdeploy hook (infra/hooks/postdeploy.*) turns on after the first deploy.
+//   notify-reviewers -> notify_reviewers   created, reminder, escalated (tell people to act)
+//   track-deadlines  -> track_deadlines    created, resolved, expired   (start / end the per-request
+//                                          deadline orchestration `request_deadline`, Durable Functions)
+//
+// The destination is the function resource itself (endpoint type AzureFunction), so no function
+// key is read or stored here.
+//
+// Event Grid checks that the function exists when a subscription is created, so a subscription
+// can only be deployed after the code that holds its function: main.bicep passes the functions
+// named in eventSubscriptions, which the azd postdeploy hook (infra/hooks/postdeploy.*) sets after
+// the code deploy. tests/infra/test_topology.py checks these names and filters against the app.
 
 @description('Name of the Event Grid custom topic (CloudEvents 1.0 input schema).')
 param topicName string
 
-@description('Name of the function app that hosts notify_reviewers.')
+@description('Name of the function app that hosts the Event Grid trigger functions.')
 param functionAppName string
+
+@description('Event Grid trigger functions to subscribe; each must already be deployed.')
+@allowed([
+  'notify_reviewers'
+  'track_deadlines'
+])
+param functionNames array
 
 @description('Resource id of the storage account that receives dead-lettered events.')
 param deadLetterStorageAccountId string
@@ -28,15 +42,36 @@ param maxDeliveryAttempts int = 30
 @maxValue(1440)
 param eventTimeToLiveInMinutes int = 1440
 
+// Shared by every subscription: one delivery policy for all functions.
+var deliveryRetryPolicy = {
+  maxDeliveryAttempts: maxDeliveryAttempts
+  eventTimeToLiveInMinutes: eventTimeToLiveInMinutes
+}
+
+// The topic's own identity writes the dead letters (Storage Blob Data Contributor on the container).
+var deadLetterDelivery = {
+  identity: {
+    type: 'SystemAssigned'
+  }
+  deadLetterDestination: {
+    endpointType: 'StorageBlob'
+    properties: {
+      resourceId: deadLetterStorageAccountId
+      blobContainerName: deadLetterContainerName
+    }
+  }
+}
+
 resource topic 'Microsoft.EventGrid/topics@2025-02-15' existing = {
   name: topicName
 }
 
-resource notifyApp 'Microsoft.Web/sites@2024-04-01' existing = {
+resource app 'Microsoft.Web/sites@2024-04-01' existing = {
   name: functionAppName
 }
 
-resource notifySubscription 'Microsoft.EventGrid/topics/eventSubscriptions@2025-02-15' = {
+// hitl_core.events.models.REQUEST_EVENT_TYPES: the events that ask a person to act.
+resource notifySubscription 'Microsoft.EventGrid/topics/eventSubscriptions@2025-02-15' = if (contains(functionNames, 'notify_reviewers')) {
   parent: topic
   name: 'notify-reviewers'
   properties: {
@@ -44,7 +79,7 @@ resource notifySubscription 'Microsoft.EventGrid/topics/eventSubscriptions@2025-
     destination: {
       endpointType: 'AzureFunction'
       properties: {
-        resourceId: '${notifyApp.id}/functions/notify_reviewers'
+        resourceId: '${app.id}/functions/notify_reviewers'
         maxEventsPerBatch: 1
         preferredBatchSizeInKilobytes: 64
       }
@@ -56,23 +91,40 @@ resource notifySubscription 'Microsoft.EventGrid/topics/eventSubscriptions@2025-
         'hitl.request.escalated'
       ]
     }
-    retryPolicy: {
-      maxDeliveryAttempts: maxDeliveryAttempts
-      eventTimeToLiveInMinutes: eventTimeToLiveInMinutes
-    }
-    deadLetterWithResourceIdentity: {
-      identity: {
-        type: 'SystemAssigned'
-      }
-      deadLetterDestination: {
-        endpointType: 'StorageBlob'
-        properties: {
-          resourceId: deadLetterStorageAccountId
-          blobContainerName: deadLetterContainerName
-        }
-      }
-    }
+    retryPolicy: deliveryRetryPolicy
+    deadLetterWithResourceIdentity: deadLetterDelivery
   }
 }
 
-output subscriptionName string = notifySubscription.name
+// track_deadlines starts a request's deadline orchestration when it is created with a deadline,
+// and ends it when the request is resolved or expired.
+resource deadlineSubscription 'Microsoft.EventGrid/topics/eventSubscriptions@2025-02-15' = if (contains(functionNames, 'track_deadlines')) {
+  parent: topic
+  name: 'track-deadlines'
+  // one subscription change at a time on the topic (no concurrent updates of the same parent)
+  dependsOn: [
+    notifySubscription
+  ]
+  properties: {
+    eventDeliverySchema: 'CloudEventSchemaV1_0'
+    destination: {
+      endpointType: 'AzureFunction'
+      properties: {
+        resourceId: '${app.id}/functions/track_deadlines'
+        maxEventsPerBatch: 1
+        preferredBatchSizeInKilobytes: 64
+      }
+    }
+    filter: {
+      includedEventTypes: [
+        'hitl.request.created'
+        'hitl.request.resolved'
+        'hitl.request.expired'
+      ]
+    }
+    retryPolicy: deliveryRetryPolicy
+    deadLetterWithResourceIdentity: deadLetterDelivery
+  }
+}
+
+output subscribedFunctions array = functionNames

@@ -84,6 +84,18 @@ def literal(node: Any, template: dict[str, Any] | None = None) -> Any:
     raise NotLiteral(repr(node))
 
 
+def resolve_variables(node: Any, template: dict[str, Any]) -> Any:
+    """``node`` with every bare reference to one of the template's variables replaced by its value."""
+    variables = template.get("variables") or {}
+    if isinstance(node, str) and node in variables:
+        return resolve_variables(variables[node]["value"], template)
+    if isinstance(node, list):
+        return [resolve_variables(item, template) for item in node]
+    if isinstance(node, dict):
+        return {key: resolve_variables(value, template) for key, value in node.items()}
+    return node
+
+
 def conditional_branches(node: Any) -> list[Any]:
     """The possible values of ``cond ? a : b`` (recursively); ``[node]`` for anything else."""
     if isinstance(node, dict) and set(node) == {"operator"} and node["operator"].get("type") == "conditional":

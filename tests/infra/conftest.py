@@ -12,6 +12,9 @@ The scan runs once per test session, pycep and checkov in parallel:
   loads ``azure.yaml``;
 - checkov scans a copy of ``infra/`` that also holds the canary, so every run proves that a parse
   error is detected (checkov exits 0 on files it cannot parse; only ``parsing_errors`` tells).
+
+``app_functions`` indexes the real app (``function_app.py``) once per session, so the tests
+compare the Bicep with the functions the Functions host will find.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,3 +176,43 @@ def infra_scan(tmp_path_factory: pytest.TempPathFactory) -> InfraScan:
     """pycep + PyYAML + checkov results for infra/ and azure.yaml, computed once per session."""
     python = ensure_infra_venv()
     return _run_scan(python, tmp_path_factory.mktemp("infra-scan"))
+
+
+@dataclass(frozen=True)
+class AppFunction:
+    """One function of the app, as the Functions host indexes it (its function.json)."""
+
+    name: str
+    trigger: str  # binding type of the trigger, e.g. "eventGridTrigger"
+    bindings: frozenset[str]  # every binding type, e.g. {"eventGridTrigger", "durableClient"}
+
+
+def load_app_functions() -> dict[str, AppFunction]:
+    """name -> function of ``function_app.py``, from a fresh app object.
+
+    ``app.get_functions()`` may be called only once per app object (it records the names it built),
+    and other tests may already hold ``function_app.app``: so the file is executed again under a
+    unique module name, which builds a new app from the same blueprints.
+    """
+    spec = importlib.util.spec_from_file_location(
+        f"function_app_infra_{uuid.uuid4().hex}", REPO / "function_app.py"
+    )
+    assert spec and spec.loader, "function_app.py cannot be loaded"
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    found: dict[str, AppFunction] = {}
+    for fn in module.app.get_functions():
+        bindings = json.loads(fn.get_function_json()).get("bindings", [])
+        types = frozenset(str(b.get("type", "")) for b in bindings)
+        triggers = [t for t in types if t.endswith("Trigger")]
+        assert len(triggers) == 1, f"{fn.get_function_name()}: expected one trigger, found {triggers}"
+        name = fn.get_function_name()
+        assert name not in found, f"two functions named {name}"
+        found[name] = AppFunction(name, triggers[0], types)
+    return found
+
+
+@pytest.fixture(scope="session")
+def app_functions() -> dict[str, AppFunction]:
+    """The functions of the real app (``function_app.py``), indexed once per session."""
+    return load_app_functions()

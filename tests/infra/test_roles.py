@@ -8,6 +8,7 @@ role assignments are read from the parsed Bicep.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from hitl_core.settings import SETTINGS
 
 from ._bicep import Resource, all_resources, guids_in, resources
-from .conftest import REPO, InfraScan
+from .conftest import REPO, AppFunction, InfraScan
 
 # Built-in role definition ids (the same in every tenant).
 STORAGE_BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
@@ -71,6 +72,16 @@ KEY_VAULT_REFERENCES = {rbac(KEY_VAULT_SECRETS_USER, VAULT)}
 APP_INSIGHTS_ENTRA_AUTH = {rbac(MONITORING_METRICS_PUBLISHER, APP_INSIGHTS)}
 # Event Grid dead-letters undeliverable events with the topic's own identity (deadLetterWithResourceIdentity).
 TOPIC_DEAD_LETTERING = {Grant("rbac", STORAGE_BLOB_DATA_CONTRIBUTOR, BLOB_CONTAINER, TOPIC_PRINCIPAL)}
+
+
+# Bindings of the app's functions that run on the host storage account (AzureWebJobsStorage):
+# Durable Functions' task hub (control/work-item queues, history/instances tables, lease blobs) and
+# the timer trigger's schedule monitor and singleton locks (blobs).
+DURABLE_BINDINGS = {"orchestrationTrigger", "activityTrigger", "entityTrigger", "durableClient"}
+BINDING_GRANTS: dict[str, set[Grant]] = {
+    **{binding: SDK_GRANTS["azure-functions-durable"] for binding in DURABLE_BINDINGS},
+    "timerTrigger": {rbac(STORAGE_BLOB_DATA_OWNER, STORAGE)},
+}
 
 
 def deployed_packages() -> set[str]:
@@ -138,6 +149,27 @@ def test_each_data_plane_dependency_has_its_roles(grants: set[Grant], dependency
 def test_no_role_beyond_what_the_code_needs(grants: set[Grant]) -> None:
     needed = set().union(*code_dependencies().values()) | TOPIC_DEAD_LETTERING
     assert grants - needed == set(), "role assignments no dependency explains (least privilege)"
+
+
+def test_host_storage_roles_cover_the_apps_durable_and_timer_functions(
+    app_functions: dict[str, AppFunction], grants: set[Grant]
+) -> None:
+    """Read from function_app.py: request_deadline / send_reminder / apply_timeout / track_deadlines
+    need the Durable task hub's queues, tables and blobs; sweep_outbox the timer's blob locks."""
+    used = {b: {f.name for f in app_functions.values() if b in f.bindings} for b in BINDING_GRANTS}
+    used = {b: names for b, names in used.items() if names}
+    assert used.keys() & DURABLE_BINDINGS, "the app has no Durable function: is this still the hitl app?"
+    assert "azure-functions-durable" in deployed_packages()
+    for binding, names in sorted(used.items()):
+        missing = BINDING_GRANTS[binding] - grants
+        assert not missing, f"{binding} ({sorted(names)}): no role assignment for {missing}"
+
+
+def test_durable_task_hub_name_is_valid_for_azure_storage() -> None:
+    """host.json's hub name prefixes the task hub's queues, tables and blob containers."""
+    host = json.loads((REPO / "host.json").read_text(encoding="utf-8"))
+    hub = host["extensions"]["durableTask"]["hubName"]
+    assert re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,44}", hub), f"invalid Durable task hub name {hub!r}"
 
 
 def test_cosmos_data_role_is_scoped_to_the_account(infra_scan: InfraScan) -> None:

@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
+from hitl_core.events.models import EventType
 from hitl_core.notify.models import REQUEST_EVENT_TYPES
 
-from ._bicep import Resource, all_resources, literal, param_default
-from .conftest import InfraScan
+from ._bicep import Resource, all_resources, literal, param_default, resolve_variables
+from .conftest import INFRA, AppFunction, InfraScan
 
-# Contract with hitl_core.functions: the Event Grid trigger function that notifies reviewers.
-NOTIFY_FUNCTION = "notify_reviewers"
+EVENT_GRID_TRIGGER = "eventGridTrigger"
+SUBSCRIPTION = "Microsoft.EventGrid/topics/eventSubscriptions"
+SUBSCRIPTION_MODULE = "infra/modules/eventgrid-subscription.bicep"
+
+# What each Event Grid trigger function of the app consumes: the filter of its subscription.
+EVENT_FILTERS: dict[str, frozenset[str]] = {
+    # the notification dispatcher handles exactly these and ignores every other type
+    "notify_reviewers": frozenset(str(t) for t in REQUEST_EVENT_TYPES),
+    # starts a request's deadline orchestration, and ends it when the request is decided or expires
+    "track_deadlines": frozenset(
+        str(t) for t in (EventType.REQUEST_CREATED, EventType.REQUEST_RESOLVED, EventType.REQUEST_EXPIRED)
+    ),
+}
+
+_FUNCTION_DESTINATION = re.compile(r"/functions/([A-Za-z_][A-Za-z0-9_]*)$")
+_HOOK_LIST = {
+    "infra/hooks/postdeploy.sh": re.compile(r'^FUNCTIONS="([^"]*)"$', re.MULTILINE),
+    "infra/hooks/postdeploy.ps1": re.compile(r"^\$Functions = '([^']*)'$", re.MULTILINE),
+}
 
 
 def one(scan: InfraScan, type_: str) -> Resource:
@@ -54,20 +75,107 @@ def test_event_grid_topic_cloudevents_without_local_auth(infra_scan: InfraScan) 
     assert topic.body["identity"] == {"type": "SystemAssigned"}, "dead-lettering uses the topic's identity"
 
 
-def test_event_subscription_targets_the_notification_function(infra_scan: InfraScan) -> None:
-    subscription = one(infra_scan, "Microsoft.EventGrid/topics/eventSubscriptions")
+@pytest.fixture(scope="module")
+def event_grid_functions(app_functions: dict[str, AppFunction]) -> set[str]:
+    """Names of the app's functions triggered by Event Grid (read from function_app.py)."""
+    return {name for name, fn in app_functions.items() if fn.trigger == EVENT_GRID_TRIGGER}
+
+
+@pytest.fixture(scope="module")
+def subscriptions(infra_scan: InfraScan) -> dict[str, Resource]:
+    """Destination function name -> its Event Grid subscription in the Bicep."""
+    found: dict[str, Resource] = {}
+    for subscription in all_resources(infra_scan.templates, SUBSCRIPTION):
+        assert not subscription.existing
+        destination = subscription.properties["destination"]
+        assert destination["endpointType"] == "AzureFunction", subscription.symbol
+        match = _FUNCTION_DESTINATION.search(str(destination["properties"]["resourceId"]))
+        assert match, f"{subscription.symbol}: resourceId must end with /functions/<function name>"
+        assert match[1] not in found, f"two subscriptions deliver to {match[1]}"
+        found[match[1]] = subscription
+    return found
+
+
+def test_the_app_has_the_event_grid_functions_the_filters_describe(event_grid_functions: set[str]) -> None:
+    assert "track_deadlines" in event_grid_functions, "track_deadlines is not an Event Grid trigger of the app"
+    assert event_grid_functions == set(EVENT_FILTERS), (
+        f"Event Grid triggers of function_app.py {sorted(event_grid_functions)} != {sorted(EVENT_FILTERS)}: "
+        "give a new one its filter here, a subscription in eventgrid-subscription.bicep, and add it to the "
+        "postdeploy hooks"
+    )
+
+
+def test_the_bicep_subscribes_exactly_the_event_grid_functions(
+    subscriptions: dict[str, Resource], event_grid_functions: set[str]
+) -> None:
+    assert set(subscriptions) == event_grid_functions
+
+
+@pytest.mark.parametrize("function", sorted(EVENT_FILTERS))
+def test_event_subscription_delivers_its_events_to_its_function(
+    infra_scan: InfraScan, subscriptions: dict[str, Resource], function: str
+) -> None:
+    subscription = subscriptions[function]
     props = subscription.properties
+    assert subscription.file == SUBSCRIPTION_MODULE
     assert props["eventDeliverySchema"] == "CloudEventSchemaV1_0"
-    destination = props["destination"]
-    assert destination["endpointType"] == "AzureFunction"
-    assert destination["properties"]["resourceId"].endswith(f"/functions/{NOTIFY_FUNCTION}")
-    # exactly the event types the notification dispatcher handles (it ignores every other type)
-    assert set(literal(props["filter"]["includedEventTypes"])) == set(REQUEST_EVENT_TYPES)
-    assert {"maxDeliveryAttempts", "eventTimeToLiveInMinutes"} <= set(props["retryPolicy"])
-    dead_letter = props["deadLetterWithResourceIdentity"]
+    # the trigger functions take one event per invocation
+    assert props["destination"]["properties"]["maxEventsPerBatch"] == 1
+    assert set(literal(props["filter"]["includedEventTypes"])) == EVENT_FILTERS[function]
+    # created only once the function is deployed: when main.bicep passes its name
+    assert subscription.conditional
+    template = infra_scan.template(subscription.file)
+    condition = template["resources"][subscription.symbol]["config"]["condition"]
+    assert f'"{function}"' in json.dumps(condition) and '"functionNames"' in json.dumps(condition), (
+        f"{subscription.symbol} must be conditional on {function!r} being in functionNames"
+    )
+    assert {"maxDeliveryAttempts", "eventTimeToLiveInMinutes"} <= set(resolve_variables(props["retryPolicy"], template))
+    dead_letter = resolve_variables(props["deadLetterWithResourceIdentity"], template)
     assert dead_letter["identity"] == {"type": "SystemAssigned"}
     assert dead_letter["deadLetterDestination"]["endpointType"] == "StorageBlob"
     assert "blobContainerName" in dead_letter["deadLetterDestination"]["properties"]
+
+
+def test_event_subscriptions_share_one_delivery_policy(
+    infra_scan: InfraScan, subscriptions: dict[str, Resource]
+) -> None:
+    """Same retries and the same dead-letter container for every subscription."""
+    policies = {
+        json.dumps(
+            resolve_variables(
+                {key: s.properties[key] for key in ("retryPolicy", "deadLetterWithResourceIdentity")},
+                infra_scan.template(s.file),
+            ),
+            sort_keys=True,
+        )
+        for s in subscriptions.values()
+    }
+    assert len(policies) == 1, f"the subscriptions' delivery policies differ: {policies}"
+
+
+def test_subscribable_functions_are_the_event_grid_functions(
+    infra_scan: InfraScan, event_grid_functions: set[str]
+) -> None:
+    """The module accepts, and the postdeploy hooks subscribe, exactly the app's Event Grid triggers."""
+    module = infra_scan.template(SUBSCRIPTION_MODULE)
+    decorators = module["parameters"]["functionNames"].get("decorators", [])
+    allowed = [d["argument"] for d in decorators if d.get("type") == "allowed"]
+    assert allowed and set(allowed[0]) == event_grid_functions
+    for hook, pattern in _HOOK_LIST.items():
+        text = (INFRA.parent / hook).read_text(encoding="utf-8")
+        listed = pattern.findall(text)
+        assert len(listed) == 1, f"{hook}: no single list of the functions to subscribe"
+        assert set(listed[0].split(",")) == event_grid_functions, f"{hook} subscribes {listed[0]}"
+
+
+def test_main_subscribes_the_functions_named_in_its_parameter(infra_scan: InfraScan) -> None:
+    main = infra_scan.template("infra/main.bicep")
+    (module,) = [m for m in main["modules"].values() if m["detail"]["path"].endswith("eventgrid-subscription.bicep")]
+    assert "condition" in module["config"], "the subscriptions must wait for the code deploy (postdeploy hook)"
+    assert param_default(main, "eventSubscriptions") == "", "no subscription before the code is deployed"
+    assert "eventSubscriptions" in json.dumps(main["variables"][module["config"]["config"]["params"]["functionNames"]])
+    parameters = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    assert parameters["eventSubscriptions"]["value"].startswith("${HITL_EVENT_SUBSCRIPTIONS")
 
 
 def test_key_vault_is_rbac_only(infra_scan: InfraScan) -> None:
