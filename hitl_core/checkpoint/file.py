@@ -1,8 +1,11 @@
 """FileCheckpointStorage: one JSON file per session, for development and small deployments.
 
-A save writes a temporary file, fsyncs it and atomically replaces the session file, so a crash
-leaves either the old or the new checkpoint, never a torn one (the folder is fsynced when a
-session file is first created). Checkpoints of a *running* session — a resume's claim, or
+Each session has two slot files. A save overwrites, in place, the slot that does *not* hold the
+current version, then fsyncs it; every slot carries its version and a CRC-32 of its checkpoint.
+A load reads both and takes the newest slot whose checksum holds, so a crash in the middle of a
+write leaves the previous checkpoint intact — never a torn one — without creating a new file per
+save (creating files is what makes per-save temp files slow). The folder is fsynced when a
+session's slot is first created. Checkpoints of a *running* session — a resume's claim, or
 per-superstep progress — are written without fsync: a power cut can only roll them back to the
 previous durable checkpoint, which is always consistent, while every pause, completion, failure
 and cancellation is durable.
@@ -27,10 +30,10 @@ import json
 import os
 import re
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 from ..errors import ConcurrencyError
@@ -45,9 +48,8 @@ from .base import (
 )
 from .models import AuditRecord, Page, PendingRequestEntry, SessionSummary, StoredCheckpoint, WorkflowCheckpoint
 
-
 _LOCK_STRIPES = 64
-_HEADER = re.compile(rb'\{"version":(\d+),"expires_at":(null|[0-9.eE+\-]+),')
+_HEADER = re.compile(rb'\{"version":(\d+),"expires_at":(null|[0-9.eE+\-]+),"length":(\d+),"crc32":(\d+)\}')
 
 
 def _file_stem(session_id: str) -> str:
@@ -82,8 +84,9 @@ class FileCheckpointStorage:
         self._lock_fds: dict[int, int] = {}
 
     # -- file helpers ---------------------------------------------------------------------
-    def _path(self, session_id: str) -> Path:
-        return self._sessions / f"{_file_stem(session_id)}.json"
+    def _slots(self, session_id: str) -> tuple[Path, Path]:
+        stem = _file_stem(session_id)
+        return self._sessions / f"{stem}.0.json", self._sessions / f"{stem}.1.json"
 
     @contextmanager
     def _locked(self, session_id: str) -> Iterator[None]:
@@ -99,54 +102,42 @@ class FileCheckpointStorage:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
-    def _current_version(self, path: Path) -> int | None:
-        """The stored version, read from the envelope's header (no full parse)."""
+    @staticmethod
+    def _read_slot(path: Path) -> tuple[int, float | None, bytes] | None:
+        """(version, expires_at, checkpoint JSON) of a slot whose checksum holds, else None."""
         try:
-            with open(path, "rb") as fh:
-                head = fh.read(96)
+            data = path.read_bytes()
         except FileNotFoundError:
             return None
-        match = _HEADER.match(head)
-        if match is None:
-            envelope = self._read(path)
-            return None if envelope is None else int(envelope["version"])
-        expires_at = match.group(2)
-        if expires_at != b"null" and float(expires_at) <= self._clock():
-            return None
-        return int(match.group(1))
+        header, _, body = data.partition(b"\n")
+        match = _HEADER.fullmatch(header)
+        if match is None or len(body) != int(match.group(3)) or zlib.crc32(body) != int(match.group(4)):
+            return None  # torn or foreign: the other slot holds the last complete write
+        expires = match.group(2)
+        return int(match.group(1)), None if expires == b"null" else float(expires), body
 
-    def _read(self, path: Path) -> dict[str, Any] | None:
-        try:
-            envelope: dict[str, Any] = json.loads(path.read_bytes())
-        except FileNotFoundError:
+    def _current(self, session_id: str) -> tuple[int, bytes] | None:
+        """The newest complete, unexpired checkpoint of a session and its version."""
+        best: tuple[int, float | None, bytes] | None = None
+        for path in self._slots(session_id):
+            slot = self._read_slot(path)
+            if slot is not None and (best is None or slot[0] > best[0]):
+                best = slot
+        if best is None or (best[1] is not None and best[1] <= self._clock()):
             return None
-        expires_at = envelope.get("expires_at")
-        if expires_at is not None and expires_at <= self._clock():
-            return None
-        return envelope
-
-    def _write_atomic(self, path: Path, data: bytes, *, durable: bool, created: bool) -> None:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        if durable and created:
-            _fsync_dir(path.parent)
+        return best[0], best[2]
 
     def _save_sync(self, checkpoint: WorkflowCheckpoint, text: str, expected_version: str | None,
                    ttl_seconds: int | None, audit: Sequence[AuditRecord]) -> str:
         sid = checkpoint.session_id
-        path = self._path(sid)
         durable = self._fsync and checkpoint.status != "running"
+        body = text.encode("utf-8")
         with self._locked(sid):
-            current = self._current_version(path)
-            actual = str(current) if current is not None else None
+            current = self._current(sid)
+            actual = str(current[0]) if current is not None else None
             if actual != expected_version:
                 raise ConcurrencyError(sid, expected_version, actual)
-            version = (current + 1) if current is not None else 1
+            version = (current[0] + 1) if current is not None else 1
             if audit:
                 with open(self._audit / f"{_file_stem(sid)}.jsonl", "ab") as fh:
                     fh.write("".join(r.model_dump_json() + "\n" for r in audit).encode("utf-8"))
@@ -154,38 +145,53 @@ class FileCheckpointStorage:
                         fh.flush()
                         os.fsync(fh.fileno())
             expires_at = expiry(ttl_seconds, self._clock)
-            envelope = (
-                f'{{"version":{version},"expires_at":{json.dumps(expires_at)},"checkpoint":{text}}}'
-            )
-            self._write_atomic(path, envelope.encode("utf-8"), durable=durable, created=current is None)
+            header = f'{{"version":{version},"expires_at":{json.dumps(expires_at)},"length":{len(body)},' \
+                     f'"crc32":{zlib.crc32(body)}}}\n'
+            self._write_slot(self._slots(sid)[version % 2], header.encode("ascii") + body, durable=durable)
         return str(version)
 
+    def _write_slot(self, path: Path, data: bytes, *, durable: bool) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        created = os.fstat(fd).st_size == 0
+        try:
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if durable and created:
+            _fsync_dir(path.parent)
+
     def _load_sync(self, session_id: str) -> StoredCheckpoint | None:
-        envelope = self._read(self._path(session_id))
-        if envelope is None:
+        current = self._current(session_id)
+        if current is None:
             return None
-        return StoredCheckpoint(checkpoint=WorkflowCheckpoint.model_validate(envelope["checkpoint"]),
-                                version=str(envelope["version"]))
+        return StoredCheckpoint(checkpoint=WorkflowCheckpoint.model_validate_json(current[1]),
+                                version=str(current[0]))
 
     def _delete_sync(self, session_id: str, expected_version: str | None) -> bool:
-        path = self._path(session_id)
         with self._locked(session_id):
-            current = self._read(path)
+            current = self._current(session_id)
             if current is None:
                 return False
-            if expected_version is not None and str(current["version"]) != expected_version:
-                raise ConcurrencyError(session_id, expected_version, str(current["version"]))
-            path.unlink(missing_ok=True)
+            if expected_version is not None and str(current[0]) != expected_version:
+                raise ConcurrencyError(session_id, expected_version, str(current[0]))
+            for path in self._slots(session_id):
+                path.unlink(missing_ok=True)
             (self._audit / f"{_file_stem(session_id)}.jsonl").unlink(missing_ok=True)
         return True
 
     def _all(self) -> list[WorkflowCheckpoint]:
-        found = []
+        newest: dict[str, tuple[int, float | None, bytes]] = {}
         for path in self._sessions.glob("*.json"):
-            envelope = self._read(path)
-            if envelope is not None:
-                found.append(WorkflowCheckpoint.model_validate(envelope["checkpoint"]))
-        return found
+            slot = self._read_slot(path)
+            stem = path.name.rsplit(".", 2)[0]
+            if slot is not None and (stem not in newest or slot[0] > newest[stem][0]):
+                newest[stem] = slot
+        now = self._clock()
+        return [WorkflowCheckpoint.model_validate_json(body) for _, expires, body in newest.values()
+                if expires is None or expires > now]
 
     def _audit_sync(self, session_id: str) -> list[AuditRecord]:
         try:
