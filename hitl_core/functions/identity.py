@@ -33,10 +33,12 @@ def _source(req: func.HttpRequest) -> str | None:
 
 def _principal(header: str) -> tuple[str | None, tuple[str, ...]]:
     try:
-        data: dict[str, Any] = json.loads(base64.b64decode(header))
+        data: Any = json.loads(base64.b64decode(header))
     except (ValueError, UnicodeError):
         return None, ()
-    claims = data.get("claims") or []
+    if not isinstance(data, dict):
+        return None, ()
+    claims = data.get("claims") if isinstance(data.get("claims"), list) else []
     values: dict[str, list[str]] = {}
     for claim in claims:
         if isinstance(claim, dict) and isinstance(claim.get("typ"), str) and isinstance(claim.get("val"), str):
@@ -48,9 +50,9 @@ def _principal(header: str) -> tuple[str | None, tuple[str, ...]]:
         if typ in values:
             user = values[typ][0]
             break
-    roles: list[str] = []
+    roles: dict[str, None] = {}  # ordered and without repeats
     for typ in ((role_typ,) if role_typ else ()) + _ROLE_CLAIMS:
-        roles.extend(values.get(typ, []))
+        roles.update(dict.fromkeys(values.get(typ, [])))
     return user, tuple(roles)
 
 
