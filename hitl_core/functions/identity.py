@@ -38,7 +38,8 @@ def _principal(header: str) -> tuple[str | None, tuple[str, ...]]:
         return None, ()
     if not isinstance(data, dict):
         return None, ()
-    claims = data.get("claims") if isinstance(data.get("claims"), list) else []
+    raw_claims = data.get("claims")
+    claims: list[Any] = raw_claims if isinstance(raw_claims, list) else []
     values: dict[str, list[str]] = {}
     for claim in claims:
         if isinstance(claim, dict) and isinstance(claim.get("typ"), str) and isinstance(claim.get("val"), str):
