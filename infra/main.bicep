@@ -10,7 +10,7 @@
 //   code is deployed (track_deadlines drives the Durable deadline orchestration request_deadline).
 //
 // Deploy with `azd up` (azure.yaml) or `az deployment group create -f infra/main.bicep`; see
-// infra/README-deploy.md. Validated offline by tests/infra (pycep parse, checkov, settings/roles/
+// README.md ("Deploy"). Validated offline by tests/infra (pycep parse, checkov, settings/roles/
 // Cosmos layout checks against the Python code).
 
 targetScope = 'resourceGroup'

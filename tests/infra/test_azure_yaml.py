@@ -75,16 +75,11 @@ def test_secure_parameters_have_no_real_default(infra_scan: InfraScan) -> None:
 
 
 def _deploy_docs() -> tuple[str, str]:
-    """The README's Deploy section once it is pasted there, else infra/README-deploy.md."""
-    readme = REPO / "README.md"
-    if readme.is_file():
-        text = readme.read_text(encoding="utf-8")
-        match = re.search(r"^## Deploy\b.*?(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
-        if match:
-            return "README.md (## Deploy)", match[0]
-    draft = INFRA / "README-deploy.md"
-    assert draft.is_file(), "no deploy documentation: README.md has no '## Deploy' section"
-    return "infra/README-deploy.md", draft.read_text(encoding="utf-8")
+    """The README's Deploy section."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"^## Deploy\b.*?(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
+    assert match, "README.md has no '## Deploy' section"
+    return "README.md (## Deploy)", match[0]
 
 
 def test_deploy_docs_describe_every_parameter(infra_scan: InfraScan) -> None:
