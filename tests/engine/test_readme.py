@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_readme_example_runs(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text()
-    code = re.search(r"## Twenty lines\n\n```python\n(.*?)```", readme, re.S)
+    code = re.search(r"## The library in twenty lines\n\n```python\n(.*?)```", readme, re.S)
     assert code is not None
     body = code.group(1)
     setup, _, rest = body.partition("paused = ")
