@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,11 +41,9 @@ from .errors import (
     InputValidationError,
     NotAuthorizedError,
     RequestAlreadyHandledError,
-    SessionClosedError,
     SessionConflictError,
     SessionNotFoundError,
     StorageError,
-    UnknownRequestError,
     UnknownWorkflowError,
 )
 from .events.models import EventType, make_event
@@ -382,20 +380,35 @@ class HitlService:
                                        "separation_of_duties": spec.separation_of_duties})
         runner = self.workflows[workflow].runner(self.storage)
         try:
-            async for _ in runner.start(sid, spec.start_message(model), opts, check_exists=False):
-                pass
-        except ConcurrencyError:
+            cp = await self._run(runner.start(sid, spec.start_message(model), opts, check_exists=False), opts)
+        except ConcurrencyError:  # the same session id was started concurrently
             stored = await self._load(sid)
             return await self._existing_start(stored, workflow, digest)
+        return StartResult(created=True, session=self.session_view(cp))
+
+    async def _run(self, stream: AsyncIterator[WorkflowEvent], opts: RunOptions) -> WorkflowCheckpoint:
+        """Drive an engine call that writes (start, resume) and publish what it announced."""
+        await self._drive(stream, opts)
+        if opts.saved is None:  # pragma: no cover - start and resume always write or raise
+            raise RuntimeError("the engine finished without saving")
+        return opts.saved.checkpoint
+
+    async def _drive(self, stream: AsyncIterator[WorkflowEvent], opts: RunOptions) -> None:
+        """Drive an engine call to its end, then publish what its writes announced.
+
+        A workflow that fails after its state was saved is a stored outcome (the session shows
+        ``failed``), not an error of the call; storage errors and refusals before any write are.
+        """
+        try:
+            async for _ in stream:
+                pass
         except StorageError:
             raise
         except HitlError as exc:
             if opts.saved is None:
                 raise
-            logger.info("session %s failed at start: %s", sid, exc)
+            logger.info("session %s ended in failure: %s", opts.saved.checkpoint.session_id, exc)
         await self._publish(opts.saved)
-        assert opts.saved is not None
-        return StartResult(created=True, session=self.session_view(opts.saved.checkpoint))
 
     async def _existing_start(self, stored: StoredCheckpoint, workflow: str, digest: str) -> StartResult:
         cp = stored.checkpoint
@@ -425,16 +438,8 @@ class HitlService:
     async def _recover(self, cp: WorkflowCheckpoint) -> WorkflowCheckpoint:
         """Finish a continuation whose process died (its lease ran out); publish what it announced."""
         opts = self._options(None, None)
-        try:
-            async for _ in self.workflows[cp.workflow].runner(self.storage).recover(cp.session_id, opts):
-                pass
-        except StorageError:
-            raise
-        except HitlError as exc:
-            logger.info("recovering session %s ended in failure: %s", cp.session_id, exc)
-        await self._publish(opts.saved)
-        stored = await self._load(cp.session_id)
-        return stored.checkpoint
+        await self._drive(self.workflows[cp.workflow].runner(self.storage).recover(cp.session_id, opts), opts)
+        return (await self._load(cp.session_id)).checkpoint
 
     def authorize(self, pending: PendingRequest, caller: Caller | None, cp: WorkflowCheckpoint) -> None:
         """Only the request's approvers may decide (a request without approvers: anyone)."""
@@ -467,20 +472,8 @@ class HitlService:
                 await self.audit_refusal(session_id, call_id, caller, str(exc))
                 raise
         opts = self._options(caller, {call_id})
-        try:
-            async for _ in runner.runner(self.storage).resume(session_id, {call_id: result}, opts):
-                pass
-        except (RequestAlreadyHandledError, UnknownRequestError, SessionClosedError, SessionNotFoundError):
-            raise
-        except StorageError:
-            raise
-        except HitlError as exc:
-            if opts.saved is None:
-                raise
-            logger.info("session %s failed after a decision: %s", session_id, exc)
-        await self._publish(opts.saved)
-        assert opts.saved is not None
-        return self.session_view(opts.saved.checkpoint)
+        return self.session_view(await self._run(runner.runner(self.storage).resume(session_id, {call_id: result},
+                                                                                     opts), opts))
 
     async def audit_refusal(self, session_id: str, call_id: str | None, caller: Caller | None, reason: str) -> None:
         """A refused attempt is audited; the request itself stays exactly as it was."""
