@@ -259,27 +259,27 @@ class HitlService:
         task.add_done_callback(self._background.discard)
 
     async def _clear_outbox(self, session_id: str) -> None:
-        published = self._published
-        for _ in range(5):
-            stored = await self.storage.load(session_id)
-            if stored is None:
-                return
-            cp = stored.checkpoint
-            if cp.status == "running":
-                return  # a continuation holds the session; it republishes and clears after its write
-            remaining = [e for e in cp.outbox if e["id"] not in published]
-            if len(remaining) == len(cp.outbox):
-                return
-            cp.outbox = remaining
-            try:
+        """Best effort: an outbox left full is only republished later (same ids), never lost."""
+        try:
+            for _ in range(5):
+                stored = await self.storage.load(session_id)
+                if stored is None:
+                    return
+                cp = stored.checkpoint
+                if cp.status == "running":
+                    return  # a continuation holds the session; it republishes and clears after its write
+                remaining = [e for e in cp.outbox if e["id"] not in self._published]
+                if len(remaining) == len(cp.outbox):
+                    return
+                cp.outbox = remaining
                 ttl = self._ttl() if cp.status in FINISHED_STATUSES else None
-                await self.storage.save(cp, expected_version=stored.version, ttl_seconds=ttl)
-                return
-            except ConcurrencyError:
-                continue
-            except StorageError as exc:
-                logger.warning("clearing the outbox of %s failed: %s", session_id, exc)
-                return
+                try:
+                    await self.storage.save(cp, expected_version=stored.version, ttl_seconds=ttl)
+                    return
+                except ConcurrencyError:
+                    continue
+        except StorageError as exc:
+            logger.warning("clearing the outbox of %s failed: %s", session_id, exc)
 
     async def drain(self) -> None:
         """Run pending outbox clean-ups now and wait for them (tests and shutdown)."""

@@ -219,6 +219,9 @@ def _message(exc: BaseException) -> str:
     return " ".join(str(text).split())[:300]
 
 
+_AUDIT_ATTEMPTS = 4
+
+
 class CosmosDBCheckpointStorage:
     """Checkpoints in Azure Cosmos DB: one document per session, audit records beside it.
 
@@ -624,23 +627,35 @@ class CosmosDBCheckpointStorage:
         return self._version({"_etag": version, "expires_at": doc["expires_at"]})
 
     async def _create_audit(self, audit_docs: list[dict[str, Any]], sid: str) -> None:
-        """Audit documents written after their session document (when no batch carried them)."""
+        """Audit documents written after their session document (when no batch carried them).
+
+        Only the stand-in takes this path (Azure writes session and audit in one atomic batch).
+        The session write has landed, so a transient failure here is retried a few times with
+        upserts (ids are fixed, a retry cannot duplicate); a failure that outlasts the retries
+        leaves the decision recorded without its audit record — hence the batch in production.
+        """
         if not audit_docs:
             return
         container = await self._ready()
-        try:
-            if len(audit_docs) == 1:
-                await self._call("create", sid, partial(container.create_item, audit_docs[0], no_response=True))
+        delay = 0.2
+        for attempt in range(_AUDIT_ATTEMPTS):
+            try:
+                for audit_doc in audit_docs:
+                    await self._call("upsert", sid, partial(container.upsert_item, audit_doc, no_response=True))
                 return
-            for start in range(0, len(audit_docs), BATCH_LIMIT):  # a batch of creates works everywhere
-                chunk: list[Any] = [("create", (a,)) for a in audit_docs[start:start + BATCH_LIMIT]]
-                await self._call("batch", sid, partial(container.execute_item_batch, chunk, partition_key=sid))
-        except StorageError as exc:
-            seqs = ", ".join(str(a["seq"]) for a in audit_docs)
-            message = f"session {sid!r} was saved but its audit records (seq {seqs}) were not: {exc}"
-            if isinstance(exc, StorageUnavailableError):
-                raise StorageUnavailableError(message, retry_after=exc.retry_after) from exc
-            raise StorageError(message) from exc
+            except StorageUnavailableError as exc:
+                if attempt + 1 < _AUDIT_ATTEMPTS:
+                    await asyncio.sleep(delay)
+                    delay *= 2
+                    continue
+                seqs = ", ".join(str(a["seq"]) for a in audit_docs)
+                raise StorageUnavailableError(
+                    f"session {sid!r} was saved but its audit records (seq {seqs}) were not: {exc}",
+                    retry_after=exc.retry_after) from exc
+            except StorageError as exc:
+                seqs = ", ".join(str(a["seq"]) for a in audit_docs)
+                raise StorageError(f"session {sid!r} was saved but its audit records (seq {seqs}) were not: {exc}"
+                                   ) from exc
 
     async def delete(self, session_id: str, *, expected_version: str | None = None) -> bool:
         """Remove the session document (conditionally on its etag), then its audit trail."""

@@ -150,14 +150,16 @@ _BATCH = TypeAdapter(list[CloudEventEnvelope])
 class RetryPolicy:
     """How failed deliveries are retried: ``initial_delay * multiplier**(n-1)`` capped at ``max_delay``.
 
-    Azure retries for up to 24 h (30 attempts, 10 s, 30 s, 1 min, ...); the local defaults are
-    short so a developer sees the outcome within a second.
+    Azure retries for up to 24 h (30 attempts, 10 s, 30 s, 1 min, ...). The local defaults start
+    fast (a developer sees a transient failure heal within a second) but keep trying for about
+    ten minutes — longer than a notification claim's lease and a short SMTP or storage outage —
+    because an event given up on here is a reviewer never notified.
     """
 
-    max_attempts: int = 5
+    max_attempts: int = 30
     initial_delay: float = 0.1
     multiplier: float = 2.0
-    max_delay: float = 60.0
+    max_delay: float = 30.0
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:

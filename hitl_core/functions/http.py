@@ -189,4 +189,8 @@ async def health(req: func.HttpRequest) -> func.HttpResponse:
         view = await get_runtime().service.health()
     except Exception:
         return problem(503, "Service unavailable", "not ready", headers={"Retry-After": "5"})
-    return ok(view, status=200 if view.status == "ok" else 503)
+    if view.status == "ok":
+        return ok(view)
+    response = ok(view, status=503)
+    response.headers["Retry-After"] = "5"
+    return response

@@ -27,6 +27,7 @@ from .models import (
     NotificationDeliveryError,
     NotificationDispatchError,
     NotificationError,
+    NotificationInFlightError,
     RequestView,
 )
 from .render import describe_response_schema, recipients_for, relative_time, render_notification
@@ -52,6 +53,7 @@ __all__ = [
     "NotificationDispatchError",
     "NotificationDispatcher",
     "NotificationError",
+    "NotificationInFlightError",
     "RedisDedupStore",
     "RequestView",
     "SqliteDedupStore",

@@ -10,6 +10,9 @@ Why claim / confirm / release rather than a plain "seen" set:
 * ``confirm(key, ttl)`` after a successful send keeps the key for the long de-duplication
   window (longer than Event Grid's 24 h retry period).
 * ``release(key)`` after a failed send lets the redelivery try again at once.
+* ``is_confirmed(key)`` tells a key that was *sent* from one whose claim is still open, so a
+  redelivery that finds a claim open (another delivery in flight, or one whose process died)
+  asks to be retried instead of reporting a duplicate — dropping it would lose the notification.
 
 Keys are opaque strings (the dispatcher uses ``"{channel}:{event id}"``). Implementations:
 :class:`InMemoryDedupStore` (one process; tests and single-instance dev), :class:`SqliteDedupStore`
@@ -45,6 +48,10 @@ class DedupStore(Protocol):
         """Keep ``event_id`` taken for ``ttl_seconds`` from now (after a successful send)."""
         ...
 
+    async def is_confirmed(self, event_id: str) -> bool:
+        """True if ``event_id`` was confirmed (sent), False if free or only claimed."""
+        ...
+
 
 class InMemoryDedupStore:
     """Keys in a dict with expiry times; for one process (tests, a single dev host).
@@ -55,6 +62,7 @@ class InMemoryDedupStore:
     def __init__(self, *, clock: Clock = time.monotonic) -> None:
         self._clock = clock
         self._expires: dict[str, float] = {}
+        self._confirmed: set[str] = set()
 
     async def claim(self, event_id: str, ttl_seconds: int) -> bool:
         now = self._clock()
@@ -64,13 +72,20 @@ class InMemoryDedupStore:
         if len(self._expires) > 10_000:
             self._purge(now)
         self._expires[event_id] = now + ttl_seconds
+        self._confirmed.discard(event_id)
         return True
 
     async def release(self, event_id: str) -> None:
         self._expires.pop(event_id, None)
+        self._confirmed.discard(event_id)
 
     async def confirm(self, event_id: str, ttl_seconds: int) -> None:
         self._expires[event_id] = self._clock() + ttl_seconds
+        self._confirmed.add(event_id)
+
+    async def is_confirmed(self, event_id: str) -> bool:
+        expires = self._expires.get(event_id)
+        return event_id in self._confirmed and expires is not None and expires > self._clock()
 
     async def close(self) -> None:
         """Nothing to close; present so every store can be closed the same way."""
@@ -78,12 +93,14 @@ class InMemoryDedupStore:
     def _purge(self, now: float) -> None:
         for key in [k for k, v in self._expires.items() if v <= now]:
             del self._expires[key]
+            self._confirmed.discard(key)
 
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS notify_dedup (
     key        TEXT PRIMARY KEY,
-    expires_at REAL NOT NULL
+    expires_at REAL NOT NULL,
+    sent       INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS notify_dedup_expiry ON notify_dedup(expires_at);
 """
@@ -91,8 +108,8 @@ CREATE INDEX IF NOT EXISTS notify_dedup_expiry ON notify_dedup(expires_at);
 # One statement, so the check and the write are atomic even across processes sharing the file:
 # insert, or take over a row whose claim has expired; rowcount says whether we won.
 _CLAIM = """
-INSERT INTO notify_dedup(key, expires_at) VALUES (?, ?)
-ON CONFLICT(key) DO UPDATE SET expires_at = excluded.expires_at
+INSERT INTO notify_dedup(key, expires_at, sent) VALUES (?, ?, 0)
+ON CONFLICT(key) DO UPDATE SET expires_at = excluded.expires_at, sent = 0
 WHERE notify_dedup.expires_at <= ?
 """
 
@@ -147,12 +164,21 @@ class SqliteDedupStore:
     async def confirm(self, event_id: str, ttl_seconds: int) -> None:
         try:
             self._conn().execute(
-                "INSERT INTO notify_dedup(key, expires_at) VALUES (?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET expires_at = excluded.expires_at",
+                "INSERT INTO notify_dedup(key, expires_at, sent) VALUES (?, ?, 1) "
+                "ON CONFLICT(key) DO UPDATE SET expires_at = excluded.expires_at, sent = 1",
                 (event_id, self._clock() + ttl_seconds),
             )
         except sqlite3.Error as exc:
             raise StorageUnavailableError(f"dedup database {self.path}: {exc}") from None
+
+    async def is_confirmed(self, event_id: str) -> bool:
+        try:
+            row = self._conn().execute(
+                "SELECT sent FROM notify_dedup WHERE key = ? AND expires_at > ?", (event_id, self._clock())
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise StorageUnavailableError(f"dedup database {self.path}: {exc}") from None
+        return bool(row and row[0])
 
     async def close(self) -> None:
         if self._db is not None:
@@ -188,7 +214,8 @@ class RedisDedupStore:
 
     async def claim(self, event_id: str, ttl_seconds: int) -> bool:
         async with self._errors():
-            return bool(await self._client.set(self.prefix + event_id, b"1", nx=True, ex=max(int(ttl_seconds), 1)))
+            return bool(await self._client.set(self.prefix + event_id, b"claimed", nx=True,
+                                               ex=max(int(ttl_seconds), 1)))
 
     async def release(self, event_id: str) -> None:
         async with self._errors():
@@ -196,7 +223,11 @@ class RedisDedupStore:
 
     async def confirm(self, event_id: str, ttl_seconds: int) -> None:
         async with self._errors():
-            await self._client.set(self.prefix + event_id, b"1", ex=max(int(ttl_seconds), 1))
+            await self._client.set(self.prefix + event_id, b"sent", ex=max(int(ttl_seconds), 1))
+
+    async def is_confirmed(self, event_id: str) -> bool:
+        async with self._errors():
+            return bool(await self._client.get(self.prefix + event_id) == b"sent")
 
     async def close(self) -> None:
         if self._owns_client:

@@ -41,6 +41,7 @@ from .models import (
     NoRecipientsError,
     Notification,
     NotificationDispatchError,
+    NotificationInFlightError,
     RequestView,
 )
 from .render import render_notification
@@ -51,7 +52,7 @@ logger = logging.getLogger(__name__)
 #: How long a delivered (channel, event) stays remembered: beyond Event Grid's 24 h retry window.
 DEFAULT_DEDUP_TTL_SECONDS = 2 * 24 * 3600
 #: How long an in-flight claim blocks other deliveries of the same event (longer than one send).
-DEFAULT_LEASE_SECONDS = 120
+DEFAULT_LEASE_SECONDS = 30
 
 
 @runtime_checkable
@@ -133,7 +134,9 @@ class NotificationDispatcher:
                 reason="no notification channel is configured",
             )
 
-        claimed, already = await self._claim(cloud_event.id)
+        claimed, already, in_flight = await self._claim(cloud_event.id)
+        if in_flight and not claimed:
+            raise NotificationInFlightError(cloud_event.id, in_flight)
         if not claimed:
             logger.info("event %s already delivered to %s; nothing to do", cloud_event.id, ", ".join(already))
             return DispatchResult(
@@ -173,6 +176,8 @@ class NotificationDispatcher:
                 await self._release(name, cloud_event.id)
         if failures:
             raise NotificationDispatchError(cloud_event.id, failures, delivered)
+        if in_flight:
+            raise NotificationInFlightError(cloud_event.id, in_flight)
         return DispatchResult(
             status="delivered",
             event_id=cloud_event.id,
@@ -189,20 +194,25 @@ class NotificationDispatcher:
             if close is not None:
                 await close()
 
-    async def _claim(self, event_id: str) -> tuple[list[NotificationChannel], list[str]]:
+    async def _claim(self, event_id: str) -> tuple[list[NotificationChannel], list[str], list[str]]:
+        """Channels this delivery won, channels already sent, channels another delivery holds."""
         claimed: list[NotificationChannel] = []
         already: list[str] = []
+        in_flight: list[str] = []
         try:
             for channel in self.channels:
-                if await self.dedup.claim(self._key(channel.name, event_id), self.lease_seconds):
+                key = self._key(channel.name, event_id)
+                if await self.dedup.claim(key, self.lease_seconds):
                     claimed.append(channel)
-                else:
+                elif await self.dedup.is_confirmed(key):
                     already.append(channel.name)
+                else:
+                    in_flight.append(channel.name)
         except BaseException:
             for channel in claimed:
                 await self._release(channel.name, event_id)
             raise
-        return claimed, already
+        return claimed, already, in_flight
 
     async def _release(self, name: str, event_id: str) -> None:
         try:

@@ -101,6 +101,21 @@ class NotificationDispatchError(NotificationError):
         self.delivered = list(delivered)
 
 
+class NotificationInFlightError(NotificationError):
+    """Another delivery of this event holds a channel's claim (still sending, or its process died).
+
+    Raised so that the event is redelivered: once that claim is confirmed the redelivery is a
+    duplicate; once its lease runs out (a dead sender) the redelivery sends.
+    """
+
+    def __init__(self, event_id: str, channels: list[str]) -> None:
+        super().__init__(
+            f"event {event_id!r} is being delivered to {', '.join(channels)} by another delivery; retry later"
+        )
+        self.event_id = event_id
+        self.channels = list(channels)
+
+
 class CloudEvent(BaseModel):
     """A CloudEvents 1.0 envelope as the notification function receives it."""
 

@@ -18,6 +18,7 @@ from hitl_core.notify import (
     Notification,
     NotificationDispatcher,
     NotificationDispatchError,
+    NotificationInFlightError,
     RedisDedupStore,
     SqliteDedupStore,
     WebhookChannel,
@@ -213,4 +214,23 @@ async def test_from_settings_end_to_end(webhook_receiver: WebhookReceiver, smtp_
     [message] = smtp_server.received()
     text = message.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
     assert "https://func.example.net/api/sessions/sess-42/responses" in text
+    await dispatcher.aclose()
+
+
+async def test_a_claim_left_by_a_dead_sender_is_retried_not_dropped(
+    webhook_receiver: WebhookReceiver, smtp_server: SmtpServer, dedup: Any
+) -> None:
+    """A process that claimed a channel and died must not turn the redelivery into a duplicate."""
+    dispatcher = NotificationDispatcher(_channels(webhook_receiver, smtp_server), dedup, settings=SETTINGS,
+                                        lease_seconds=1)
+    event = make_event(event_id="evt-dead-sender")
+    assert await dedup.claim("email:evt-dead-sender", 1)  # the dead process's claim
+    with pytest.raises(NotificationInFlightError, match="email"):
+        await dispatcher.handle(event, now=BASE)  # the webhook is sent; e-mail asks for a redelivery
+    assert len(webhook_receiver.requests) == 1 and smtp_server.received() == []
+    await asyncio.sleep(1.1)  # the dead claim's lease runs out
+    result = await dispatcher.handle(event, now=BASE)
+    assert result.status == "delivered" and result.channels == ["email"]
+    assert len(smtp_server.received()) == 1 and len(webhook_receiver.requests) == 1
+    assert (await dispatcher.handle(event, now=BASE)).status == "duplicate"
     await dispatcher.aclose()

@@ -12,9 +12,8 @@ import httpx
 import pytest
 
 from tests.e2e.host import running_host
-from tests.e2e.test_review_flow import backend_env
 
-from .support import START
+from .support import START, backend_env
 
 DECISIONS = 500
 

@@ -158,7 +158,7 @@ async def test_start_and_resume_operation_counts(mode: str, make_storage: Storag
 
     Counted twice: by the storage's own ``ops`` counter and on the wire by the proxy. With audit
     records, Azure mode sends the replace and the audit creates as one transactional batch; the
-    stand-in (no replace in a batch) sends the replace, then the audit create.
+    stand-in (no replace in a batch) sends the replace, then the audit upsert.
     """
     wire = proxy if mode == "stand_in" else azure_proxy
     storage = await make_storage(wire, azure=mode == "azure")
@@ -187,7 +187,7 @@ async def test_start_and_resume_operation_counts(mode: str, make_storage: Storag
     assert stored is not None and stored.version == v2
     await storage.save(checkpoint("s-ops", status="completed", requests=[]), expected_version=stored.version,
                        ttl_seconds=60, audit=[audit("s-ops", 1)])
-    expected = {"read": 1, "batch": 1} if mode == "azure" else {"read": 1, "replace": 1, "create": 1}
+    expected = {"read": 1, "batch": 1} if mode == "azure" else {"read": 1, "replace": 1, "upsert": 1}
     assert dict(storage.ops) == expected
     assert wire.ops() == expected
     assert not any(r.kind in ("query", "query_plan") for r in wire.requests)
