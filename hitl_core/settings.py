@@ -77,6 +77,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("HITL_SMTP_FROM", "hitl@localhost", "Sender address of notification e-mails."),
     SettingSpec("HITL_NOTIFY_DEFAULT_RECIPIENTS", None,
                 "Comma-separated e-mail addresses notified when a request names no e-mail approver."),
+    SettingSpec("HITL_NOTIFY_CLAIM_LEASE_SECONDS", "30",
+                "How long a notification send may hold its claim before a redelivery may send instead."),
     SettingSpec("HITL_REMINDER_INTERVAL_SECONDS", "86400", "Interval between reminders for a pending request."),
     SettingSpec("HITL_EXPENSE_MANAGER_DEADLINE_SECONDS", "172800",
                 "Deadline of the expense-approval manager request."),
@@ -163,6 +165,7 @@ class Settings:
     smtp_starttls: bool = True
     smtp_from: str = "hitl@localhost"
     notify_default_recipients: tuple[str, ...] = ()
+    notify_claim_lease_seconds: int = 30
     reminder_interval_seconds: int = 86400
     expense_manager_deadline_seconds: int = 172800
     expense_finance_deadline_seconds: int = 259200
@@ -200,6 +203,7 @@ class Settings:
             smtp_starttls=_bool(source, "HITL_SMTP_STARTTLS"),
             smtp_from=_raw(source, "HITL_SMTP_FROM") or "hitl@localhost",
             notify_default_recipients=_list(source, "HITL_NOTIFY_DEFAULT_RECIPIENTS"),
+            notify_claim_lease_seconds=_int(source, "HITL_NOTIFY_CLAIM_LEASE_SECONDS", minimum=1),
             reminder_interval_seconds=_int(source, "HITL_REMINDER_INTERVAL_SECONDS", minimum=1),
             expense_manager_deadline_seconds=_int(source, "HITL_EXPENSE_MANAGER_DEADLINE_SECONDS", minimum=1),
             expense_finance_deadline_seconds=_int(source, "HITL_EXPENSE_FINANCE_DEADLINE_SECONDS", minimum=1),

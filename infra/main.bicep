@@ -130,6 +130,9 @@ param auditTtlSeconds string = ''
 @description('HITL_RESUME_LEASE_SECONDS; empty: the code default (30 s).')
 param resumeLeaseSeconds string = ''
 
+@description('HITL_NOTIFY_CLAIM_LEASE_SECONDS; empty: the code default (30 s).')
+param notifyClaimLeaseSeconds string = ''
+
 @description('HITL_LINK_TTL_SECONDS; empty: the code default (7 days).')
 param linkTtlSeconds string = ''
 
@@ -269,6 +272,7 @@ module appSettings './modules/app-settings.bicep' = {
     sessionTtlSeconds: sessionTtlSeconds
     auditTtlSeconds: auditTtlSeconds
     resumeLeaseSeconds: resumeLeaseSeconds
+    notifyClaimLeaseSeconds: notifyClaimLeaseSeconds
     linkTtlSeconds: linkTtlSeconds
     reminderIntervalSeconds: reminderIntervalSeconds
     expenseManagerDeadlineSeconds: expenseManagerDeadlineSeconds

@@ -64,7 +64,8 @@ def _dispatcher() -> Any:
             dedup = RedisDedupStore(settings.redis_url)
         else:
             dedup = SqliteDedupStore(settings.data_dir / "notifications.db")
-        dispatcher = NotificationDispatcher.from_settings(settings, dedup)
+        dispatcher = NotificationDispatcher.from_settings(settings, dedup,
+                                                          lease_seconds=settings.notify_claim_lease_seconds)
         _dispatchers.clear()
         _dispatchers[key] = dispatcher
     return dispatcher

@@ -73,6 +73,9 @@ param auditTtlSeconds string = ''
 @description('HITL_RESUME_LEASE_SECONDS; empty: the code default (30).')
 param resumeLeaseSeconds string = ''
 
+@description('HITL_NOTIFY_CLAIM_LEASE_SECONDS; empty: the code default (30).')
+param notifyClaimLeaseSeconds string = ''
+
 @description('HITL_LINK_TTL_SECONDS; empty: the code default (7 days).')
 param linkTtlSeconds string = ''
 
@@ -110,6 +113,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     HITL_SESSION_TTL_SECONDS: sessionTtlSeconds
     HITL_AUDIT_TTL_SECONDS: auditTtlSeconds
     HITL_RESUME_LEASE_SECONDS: resumeLeaseSeconds
+    HITL_NOTIFY_CLAIM_LEASE_SECONDS: notifyClaimLeaseSeconds
     HITL_EVENTGRID_TOPIC_ENDPOINT: eventGridTopicEndpoint
     HITL_PUBLIC_BASE_URL: baseUrl
     HITL_AUTH_MODE: 'easyauth'

@@ -39,7 +39,7 @@ from tests.support.cosmos_server import CosmosStandIn
 from .support import APPROVE, START, Ledger, ReviewClient, cosmos_env
 from .tcp_proxy import FaultyTcpProxy
 
-RECIPIENTS = {"HITL_NOTIFY_DEFAULT_RECIPIENTS": "ops@example.test"}
+RECIPIENTS = {"HITL_NOTIFY_DEFAULT_RECIPIENTS": "ops@example.test", "HITL_NOTIFY_CLAIM_LEASE_SECONDS": "2"}
 
 
 def mails_for(host: LocalHost, session_id: str) -> list[dict[str, Any]]:

@@ -64,6 +64,7 @@ def test_sigkill_under_load_loses_nothing_and_applies_each_decision_once(tmp_pat
     host = LocalHost(tmp_path / "data", {
         "HITL_NOTIFY_DEFAULT_RECIPIENTS": "ops@example.test",
         "HITL_RESUME_LEASE_SECONDS": str(LEASE_SECONDS),
+        "HITL_NOTIFY_CLAIM_LEASE_SECONDS": str(LEASE_SECONDS),
     })
     host.start()
     ledger = Ledger()

@@ -22,7 +22,8 @@ from .outage import Outage, Probe
 from .support import Report, cosmos_env
 from .tcp_proxy import FaultyTcpProxy
 
-LEASE = {"HITL_RESUME_LEASE_SECONDS": "2", "HITL_NOTIFY_DEFAULT_RECIPIENTS": "ops@example.test"}
+LEASE = {"HITL_RESUME_LEASE_SECONDS": "2", "HITL_NOTIFY_CLAIM_LEASE_SECONDS": "2",
+         "HITL_NOTIFY_DEFAULT_RECIPIENTS": "ops@example.test"}
 MAX_503_SECONDS = 5.0  # "no hang": an outage is reported within this, not after the client gives up
 
 
