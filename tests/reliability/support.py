@@ -278,7 +278,8 @@ def verify(base_url: str, ledger: Ledger, views: dict[str, dict[str, Any]],
            delivery: Delivery | None, *, duplicates_allowed: bool = False) -> Report:
     """Check every invariant over every session the clients touched (see the module docstring).
 
-    ``duplicates_allowed``: the de-duplication store itself was down, so an e-mail may have been
+    ``duplicates_allowed``: a process died between a send and its confirmation (or the
+    de-duplication store was down), so an e-mail may have been
     sent twice (the dispatcher is at-least-once when it cannot record a delivery); copies must
     then carry the same ``Message-ID`` so that mail clients collapse them.
     """
