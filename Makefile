@@ -31,6 +31,8 @@ test: $(STAMP) lint unit
 
 bench: $(STAMP)
 	$(PY) -m bench.run_all
+	$(PY) -m bench.http_load
+	$(PY) -m bench.storage_bench
 
 clean:
 	rm -rf $(VENV) .venv-bench .venv-infra .hitl .pytest_cache .mypy_cache .ruff_cache

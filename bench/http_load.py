@@ -77,6 +77,26 @@ class Host:
                 time.sleep(0.1)
         raise RuntimeError("devhost did not start")
 
+    def drain_events(self, limit_s: float = 300) -> float:
+        """Seconds until the local topic has delivered every event (notifications included)."""
+        import urllib.request
+
+        began = time.monotonic()
+        while time.monotonic() - began < limit_s:
+            with urllib.request.urlopen(f"{self.base}/api/_dev/eventgrid", timeout=30) as answer:  # loopback
+                stats = json.loads(answer.read())
+            if not stats.get("pending"):
+                break
+            time.sleep(1)
+        return round(time.monotonic() - began, 1)
+
+    def mails(self) -> int:
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.base}/api/_dev/mailbox", timeout=30) as answer:  # loopback
+            data = json.loads(answer.read())
+        return len(data["messages"] if isinstance(data, dict) else data)
+
     def stop(self) -> float:
         assert self.proc is not None
         peak = peak_rss_mib(self.proc.pid)
@@ -162,7 +182,7 @@ async def preload(data_dir: Path, count: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--preload", type=int, default=10_000)
     parser.add_argument("--notify", action="store_true",
                         help="keep e-mail notifications on (SMTP sink) during the load")
@@ -170,11 +190,13 @@ def main() -> None:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="hitl-load-") as tmp:
         data_dir = Path(tmp)
-        env = {} if ns.notify else {"HITL_SMTP_HOST": ""}
+        env = {"HITL_NOTIFY_DEFAULT_RECIPIENTS": "reviewers@example.test"} if ns.notify else {"HITL_SMTP_HOST": ""}
         host = Host(data_dir, env)
         host.start()
         asyncio.run(run_load(host.base, 4, 3, "warm"))
         results["empty_store"] = asyncio.run(run_load(host.base, ns.clients, ns.seconds, "a"))
+        results["event_delivery_drained_after_s"] = host.drain_events()
+        results["emails_in_sink"] = host.mails()
         results["empty_store"]["peak_rss_mib"] = round(host.stop(), 1)
         if ns.preload:
             results["preload_seconds"] = round(asyncio.run(preload(data_dir, ns.preload)), 1)
