@@ -21,7 +21,7 @@ examples: $(STAMP)
 	$(PY) -m examples.run_all
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check hitl_core tests bench examples
+	$(VENV)/bin/ruff check hitl_core tests bench examples workflows function_app.py
 	$(VENV)/bin/mypy
 
 unit: $(STAMP)
