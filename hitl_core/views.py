@@ -34,7 +34,6 @@ class RequestView(_View):
     approvers: list[str] = Field(default_factory=list)
     status: RequestStatus = "pending"
     decide_url: str | None = None
-    decision: dict[str, Any] | None = None
 
 
 class SessionView(_View):

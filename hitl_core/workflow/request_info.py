@@ -14,7 +14,7 @@ import dataclasses
 import datetime as dt
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, get_args, get_origin
+from typing import Any, Generic, TypeVar, get_args, get_origin
 
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
@@ -25,9 +25,6 @@ from ..serialization import decode, resolve_type
 from .events import RequestInfoEvent
 from .executor import Executor, WorkflowContext, handler
 from .typing_utils import describe
-
-if TYPE_CHECKING:
-    pass
 
 TRequest = TypeVar("TRequest")
 TResponse = TypeVar("TResponse")
