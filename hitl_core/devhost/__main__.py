@@ -20,6 +20,8 @@ module is imported. Only variables the user has not set are filled in:
 ``HITL_SMTP_STARTTLS``              ``false``
 ``HITL_PUBLIC_BASE_URL``            ``http://127.0.0.1:{port}``
 ``HITL_AUTH_MODE``                  ``dev`` (caller from the ``X-HITL-User`` header)
+``HITL_NOTIFY_DEFAULT_RECIPIENTS``  ``reviewers@localhost`` (so requests without e-mail approvers
+                                    still show up in the local mailbox)
 ==================================  ==========================================================
 
 The SMTP group is only filled when ``HITL_SMTP_HOST`` is unset (a real mail server keeps its own
@@ -107,6 +109,7 @@ def apply_environment_defaults(*, port: int, data_dir: Path, smtp_port: int, dat
         default("HITL_SMTP_STARTTLS", "false", force=True)
     default("HITL_PUBLIC_BASE_URL", base)
     default("HITL_AUTH_MODE", "dev")
+    default("HITL_NOTIFY_DEFAULT_RECIPIENTS", "reviewers@localhost")
     return applied
 
 
