@@ -20,7 +20,7 @@ module is imported. Only variables the user has not set are filled in:
 ``HITL_SMTP_STARTTLS``              ``false``
 ``HITL_PUBLIC_BASE_URL``            ``http://127.0.0.1:{port}``
 ``HITL_AUTH_MODE``                  ``dev`` (caller from the ``X-HITL-User`` header)
-``HITL_NOTIFY_DEFAULT_RECIPIENTS``  ``reviewers@localhost`` (so requests without e-mail approvers
+``HITL_NOTIFY_DEFAULT_RECIPIENTS``  ``reviewers@hitl.localhost`` (so requests without e-mail approvers
                                     still show up in the local mailbox)
 ==================================  ==========================================================
 
@@ -109,7 +109,7 @@ def apply_environment_defaults(*, port: int, data_dir: Path, smtp_port: int, dat
         default("HITL_SMTP_STARTTLS", "false", force=True)
     default("HITL_PUBLIC_BASE_URL", base)
     default("HITL_AUTH_MODE", "dev")
-    default("HITL_NOTIFY_DEFAULT_RECIPIENTS", "reviewers@localhost")
+    default("HITL_NOTIFY_DEFAULT_RECIPIENTS", "reviewers@hitl.localhost")
     return applied
 
 
