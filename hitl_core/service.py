@@ -134,6 +134,10 @@ class HitlService:
     def _ttl(self) -> int | None:
         return self.settings.session_ttl_seconds or None
 
+    def _ttl_for(self, cp: WorkflowCheckpoint) -> int | None:
+        """A write must keep a finished session's TTL (no TTL: kept forever)."""
+        return self._ttl() if cp.status in FINISHED_STATUSES else None
+
     async def _load(self, session_id: str) -> StoredCheckpoint:
         stored = await self.storage.load(session_id)
         if stored is None:
@@ -272,7 +276,7 @@ class HitlService:
                 if len(remaining) == len(cp.outbox):
                     return
                 cp.outbox = remaining
-                ttl = self._ttl() if cp.status in FINISHED_STATUSES else None
+                ttl = self._ttl_for(cp)
                 try:
                     await self.storage.save(cp, expected_version=stored.version, ttl_seconds=ttl)
                     return
@@ -484,7 +488,7 @@ class HitlService:
             cp = stored.checkpoint
             record = append_record(cp, "refused", call_id=call_id, actor=caller.user if caller else None,
                                    source=caller.source if caller else None, detail={"reason": reason})
-            ttl = self._ttl() if cp.status in FINISHED_STATUSES else None
+            ttl = self._ttl_for(cp)
             try:
                 await self.storage.save(cp, expected_version=stored.version, ttl_seconds=ttl, audit=[record])
                 return
@@ -618,7 +622,7 @@ class HitlService:
                 cp.outbox.append(make_event(EventType.SESSION_FAILED, workflow=cp.workflow, session_id=session_id,
                                             call_id=None, data=self.session_view(cp).model_dump(mode="json")))
             cp.updated_at = now
-            ttl = self._ttl() if cp.status in FINISHED_STATUSES else None
+            ttl = self._ttl_for(cp)
             try:
                 version = await self.storage.save(cp, expected_version=stored.version, ttl_seconds=ttl,
                                                   audit=[record])
