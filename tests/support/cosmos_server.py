@@ -35,7 +35,6 @@ import fcntl
 import hashlib
 import secrets
 import shutil
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -45,6 +44,8 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STAND_IN_DIR = REPO_ROOT / "tools" / "cosmos-stand-in"
@@ -114,12 +115,6 @@ def ensure_installed() -> Path:
     return CLI
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _answers(endpoint: str) -> bool:
     # The HTTPS mode serves the package's bundled self-signed certificate: nothing to verify.
     context = ssl._create_unverified_context() if endpoint.startswith("https:") else None
@@ -142,7 +137,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 def _start_once(node: str, cli: Path, log_path: Path, tls: bool) -> tuple[subprocess.Popen[bytes], str, int] | None:
     """Start on a fresh port; None if the port was taken meanwhile (the caller retries)."""
-    port = _free_port()
+    port = free_port()
     endpoint = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     with log_path.open("ab") as log:
         process = subprocess.Popen(

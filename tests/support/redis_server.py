@@ -30,6 +30,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.support.ports import free_port
+
 START_TIMEOUT_S = 15.0
 INSTALL_TIMEOUT_S = 600.0
 _APT_LOCK = Path(tempfile.gettempdir()) / "hitl-apt-redis.lock"
@@ -71,13 +73,6 @@ def find_redis_server() -> str:
     if not found:
         raise RedisServerError("apt-get installed redis-server but it is not on PATH")
     return found
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the launcher retries on a clash)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_self_signed_cert(folder: Path) -> tuple[Path, Path]:
