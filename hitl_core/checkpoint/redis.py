@@ -307,6 +307,7 @@ class RedisCheckpointStorage:
         socket_timeout: float = 10.0,
         connect_timeout: float = 5.0,
         retries: int = 2,
+        max_connections: int = 64,
         **client_options: Any,
     ) -> None:
         """Connect with ``url`` (``redis://``, ``rediss://`` or ``unix://``; password in the URL) or
@@ -317,8 +318,9 @@ class RedisCheckpointStorage:
         invocation. A retried save whose first attempt did reach the server reports a
         :class:`ConcurrencyError` (its own write moved the version): reload and compare, as after
         any conflict. TCP keepalive is on instead of redis-py's health-check PINGs, which would
-        add a round trip to the first call after an idle spell. ``client_options`` go to
-        ``redis.asyncio.Redis.from_url`` (e.g. ``ssl_ca_certs``, ``health_check_interval``).
+        add a round trip to the first call after an idle spell. At most ``max_connections`` are
+        open; further callers wait for one. ``client_options`` go to the connection pool
+        (e.g. ``ssl_ca_certs``, ``health_check_interval``).
         """
         if client is None:
             if not url:
@@ -334,7 +336,12 @@ class RedisCheckpointStorage:
             }
             options.update(client_options)
             options["decode_responses"] = False
-            client = aioredis.Redis.from_url(url, **options)
+            # A blocking pool: under a burst, callers wait for a free connection (up to the socket
+            # timeout) instead of failing with "Too many connections" — a 503 nobody needed.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=socket_timeout, **options
+            )
+            client = aioredis.Redis.from_pool(pool)
             self._owns_client = True
             self._where = _where(url)
         else:
