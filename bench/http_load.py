@@ -1,6 +1,6 @@
 """Load the local host over HTTP: N concurrent clients doing start -> decision cycles.
 
-Starts ``python -m hitl_core.devhost`` (the server of ``make run``) on a free loopback port with
+Starts ``python -m devhost`` (the server of ``make run``) on a free loopback port with
 a fresh data folder, drives it with aiohttp clients for a fixed time, and reports cycles/s,
 p50/p99 of each call and the server's peak memory (VmHWM). Then it stores 10,000 more sessions
 directly through the library into the same SQLite file and runs again, to show the latency does
@@ -57,7 +57,7 @@ class Host:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HITL_")}
         env.update({"HITL_DATA_DIR": str(self.data_dir), "HITL_PORT": str(self.port), **self.env})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hitl_core.devhost", "--app", "function_app:app", "--port", str(self.port),
+            [sys.executable, "-m", "devhost", "--app", "function_app:app", "--port", str(self.port),
              "--data-dir", str(self.data_dir)],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(self.data_dir / "host.log", "ab"),
         )

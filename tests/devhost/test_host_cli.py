@@ -1,4 +1,4 @@
-"""``python -m hitl_core.devhost`` as a user runs it: banner, env defaults, a clean Ctrl-C."""
+"""``python -m devhost`` as a user runs it: banner, env defaults, a clean Ctrl-C."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def test_the_cli_serves_the_app_and_stops_cleanly_on_sigint(tmp_path: Path) -> N
     stderr_path = tmp_path / "stderr.log"
     with stderr_path.open("w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "hitl_core.devhost", "--app", "tests.devhost.sample_app:app",
+            [sys.executable, "-m", "devhost", "--app", "tests.devhost.sample_app:app",
              "--port", "0", "--data-dir", str(data)],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
         try:

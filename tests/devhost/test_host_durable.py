@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from hitl_core.devhost.server import DevHost
+from devhost.server import DevHost
 from tests.devhost import durable_sample_app
 
 

@@ -15,8 +15,8 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.core.messaging import CloudEvent
 from azure.eventgrid.aio import EventGridPublisherClient
 
-from hitl_core.devhost.eventgrid import RetryPolicy
-from hitl_core.devhost.server import DevHost
+from devhost.eventgrid import RetryPolicy
+from devhost.server import DevHost
 from tests.devhost import sample_app
 
 FAST = RetryPolicy(max_attempts=5, initial_delay=0.05, multiplier=2.0)

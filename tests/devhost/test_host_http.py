@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hitl_core.devhost.server import DevHost, RouteTemplate
+from devhost.server import DevHost, RouteTemplate
 from tests.devhost import sample_app
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hitl_core.devhost.server import CronSchedule, DevHost
+from devhost.server import CronSchedule, DevHost
 from tests.devhost import sample_app
 
 

@@ -16,6 +16,7 @@ import pytest
 from pydantic import BaseModel
 
 import workflows
+from devhost.durable import LocalDurableRuntime, reset_durable_sdk_session
 from hitl_core import (
     CheckpointStorage,
     Executor,
@@ -27,7 +28,6 @@ from hitl_core import (
     WorkflowContext,
     handler,
 )
-from hitl_core.devhost.durable import LocalDurableRuntime, reset_durable_sdk_session
 from hitl_core.events import InMemoryEventPublisher
 from hitl_core.functions import configure, get_runtime
 from hitl_core.functions.durable import ORCHESTRATOR_NAME

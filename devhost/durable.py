@@ -21,11 +21,11 @@ composition and the HTTP client all stay the SDK's. This module plays the part o
   functions, as the Python worker does); timers are real ``loop.call_later`` timers armed from
   the persisted ``fireAt``; raised events are appended even when nobody waits yet (the SDK
   buffers them until ``wait_for_external_event`` asks, as Durable does).
-* **Persistence** - :class:`~hitl_core.devhost.durable_store.DurableStore` (SQLite) commits the
+* **Persistence** - :class:`~devhost.durable_store.DurableStore` (SQLite) commits the
   history, the not-yet-replayed inbox and the timers of an episode in one transaction. ``await
   runtime.start()`` resumes every non-terminal instance: timers re-armed (overdue ones fire at
   once), activities without a completion run again (at-least-once, like Durable), inbox drained.
-* **Client API** - :mod:`hitl_core.devhost.durable_webhooks` serves the extension's HTTP API
+* **Client API** - :mod:`devhost.durable_webhooks` serves the extension's HTTP API
   (``/runtime/webhooks/durabletask/...``) that ``DurableOrchestrationClient`` calls through the
   ``rpcBaseUrl`` of :meth:`LocalDurableRuntime.client_binding_json`.
 
@@ -73,7 +73,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
-from ..errors import HitlError
+from hitl_core.errors import HitlError
+
 from .durable_history import (
     ID_CONSUMING_ACTIONS,
     OUT_OF_PROC_MARKER,
@@ -247,10 +248,24 @@ class _UnsupportedActionError(Exception):
 
 
 def _codec() -> tuple[Callable[[Any], str], Callable[[str], Any]]:
-    """The worker's own serializers, so activity payloads round-trip exactly as on Azure."""
+    """The worker's own serializers, so activity payloads round-trip exactly as on Azure.
+
+    Activity inputs are decoded with ``df_loads(text, expected_type=object)``. The worker's
+    ``ActivityTriggerConverter`` accepts any annotation and does not forward it to ``df_loads``,
+    so an activity input is only ever validated as "any JSON value" - which ``object`` states
+    explicitly. The result is the untyped call's in both modes (loose: the ``object_hook``
+    pipeline; strict, ``AZURE_FUNCTIONS_DURABLE_STRICT_TYPING=1``: plain JSON, ``TypeError``
+    for a top-level custom-object envelope; loose mode also logs that such an envelope is not an
+    ``object``), without the SDK's "df_loads was called without expected_type"
+    ``DeprecationWarning``. Passing the parameter's annotation instead would let
+    the devhost decode (or refuse) payloads that the worker in Azure treats differently.
+    """
     from azure.functions._durable_functions import df_dumps, df_loads
 
-    return df_dumps, df_loads
+    def loads(text: str) -> Any:
+        return df_loads(text, expected_type=object)
+
+    return df_dumps, loads
 
 
 def _json_or_none(text: str | None) -> Any:

@@ -14,12 +14,12 @@ What is mounted, per trigger type (see :class:`DevHost`):
                        constraints such as ``{id:int}``, ``{n:range(1,9)}``, ``{s:regex(...)}``);
                        ``methods`` honoured (405 with ``Allow`` otherwise). **Keys are not
                        checked** (``authLevel`` is ignored locally); headers pass unchanged.
-``eventGridTrigger``   subscribed to the local topic (:mod:`hitl_core.devhost.eventgrid`), each
+``eventGridTrigger``   subscribed to the local topic (:mod:`devhost.eventgrid`), each
                        event decoded by ``azure.functions``' own converter, exactly as the worker
                        does: CloudEvents arrive as ``func.CloudEvent``.
 ``timerTrigger``       run on the NCRONTAB schedule (6 fields, UTC) or ``hh:mm:ss`` interval;
                        ``runOnStartup`` and ``useMonitor`` (past-due detection across restarts).
-orchestration,         handed to the local Durable runtime (:mod:`hitl_core.devhost.durable`),
+orchestration,         handed to the local Durable runtime (:mod:`devhost.durable`),
 activity, entity       whose HTTP API is mounted at ``/runtime/webhooks/durabletask``.
 ``durableClient``      (input binding) the runtime's client binding JSON.
 =====================  =====================================================================
@@ -299,7 +299,7 @@ class _Out(func.Out[Any]):
 
 @runtime_checkable
 class DurableComponent(Protocol):
-    """What the host needs from a local Durable runtime (:class:`~hitl_core.devhost.durable.LocalDurableRuntime`)."""
+    """What the host needs from a local Durable runtime (:class:`~devhost.durable.LocalDurableRuntime`)."""
 
     def client_binding_json(self) -> str:
         """The JSON string the host passes for a ``durableClient`` input binding."""
@@ -793,7 +793,7 @@ class _TimerStatus:
 
 
 def local_durable_runtime(host: DevHost, functions: Sequence[DiscoveredFunction]) -> DurableComponent:
-    """The default durable factory: :class:`~hitl_core.devhost.durable.LocalDurableRuntime` on
+    """The default durable factory: :class:`~devhost.durable.LocalDurableRuntime` on
     ``{data_dir}/durable.db``, handed the functions the host already discovered (``get_functions``
     may be called only once per app)."""
     from .durable import LocalDurableRuntime
@@ -814,7 +814,7 @@ class DevHost:
     """Serve an ``azure.functions.FunctionApp`` (or ``df.DFApp``) on a loopback address.
 
     ``port=0`` picks a free port (see :attr:`port` after :meth:`start`); ``sock`` hands over an
-    already bound listening socket (``python -m hitl_core.devhost`` binds first so the URLs can be
+    already bound listening socket (``python -m devhost`` binds first so the URLs can be
     put into the app's environment before the app is imported). ``app_dir`` is where ``host.json``
     is looked for. ``durable``: ``"auto"`` starts the local Durable runtime when the app has
     durable functions, ``None`` disables it, or pass a factory ``(host, functions) -> component``.

@@ -1,4 +1,4 @@
-"""The Durable extension's HTTP API, served for :class:`~hitl_core.devhost.durable.LocalDurableRuntime`.
+"""The Durable extension's HTTP API, served for :class:`~devhost.durable.LocalDurableRuntime`.
 
 Why these exact paths and codes: ``DurableOrchestrationClient`` builds its URLs from the
 starter's ``rpcBaseUrl`` (``.../runtime/webhooks/durabletask/``) and interprets status codes

@@ -7,7 +7,7 @@ integer, ``EventId``, ``IsPlayed``, ``Timestamp``, plus per-type fields such as 
 ``Input``, ``Result``, ``TaskScheduledId``, ``TimerId``, ``FireAt``) and answers with an
 orchestrator state (``isDone``, ``actions``, ``output``, ``error``, ``customStatus``,
 ``schemaVersion``). Keeping builders and the action model here makes the episode logic in
-:mod:`hitl_core.devhost.durable` read like the Durable extension's own shim.
+:mod:`devhost.durable` read like the Durable extension's own shim.
 
 Payloads (``Input``, ``Result``) are JSON *text*, exactly as on the real host: the SDK decodes
 them with ``df_loads``.

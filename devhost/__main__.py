@@ -1,8 +1,8 @@
-"""``python -m hitl_core.devhost``: serve ``function_app.app`` locally (what ``make run`` starts).
+"""``python -m devhost``: serve ``function_app.app`` locally (what ``make run`` starts).
 
 Usage::
 
-    python -m hitl_core.devhost [--app function_app:app] [--port 7071] [--data-dir .hitl]
+    python -m devhost [--app function_app:app] [--port 7071] [--data-dir .hitl]
                                 [--smtp-port 0] [--log-level INFO]
 
 Order matters, and is why this entry point exists instead of a plain ``DevHost(...)`` call: the
@@ -28,6 +28,10 @@ The SMTP group is only filled when ``HITL_SMTP_HOST`` is unset (a real mail serv
 port and TLS settings); the Event Grid key only when the endpoint is the local topic. Writing
 these defaults is the one place outside :mod:`hitl_core.settings` that touches ``os.environ``:
 the process entry point configures the environment that settings then reads.
+
+Before serving, the app is loaded through the Azure Functions worker runtime's own indexing
+(:mod:`devhost.worker`): a function the worker would refuse stops the host with the function,
+the parameter and the fix, because Azure would start that app with no functions at all.
 
 URLs and a ``curl`` example go to stdout; logs go to stderr; the topic key is never printed.
 SIGINT/SIGTERM stop the host cleanly (in-flight requests finish) with exit code 0; a second
@@ -57,7 +61,7 @@ _CONTENT_REVIEW_CURL = (
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m hitl_core.devhost",
+    parser = argparse.ArgumentParser(prog="python -m devhost",
                                      description="Serve an Azure Functions app locally with embedded stand-ins.")
     parser.add_argument("--app", default="function_app:app", help="module:attribute of the FunctionApp")
     parser.add_argument("--port", type=int, default=None, help="HTTP port on 127.0.0.1 (default HITL_PORT or 7071)")
@@ -125,10 +129,12 @@ async def _close_app_runtime() -> None:
         await close()
 
 
-def _banner(host: Any, app_spec: str, applied: dict[str, str]) -> str:
+def _banner(host: Any, app_spec: str, applied: dict[str, str], worker_note: str = "") -> str:
     from .server import DURABLE_WEBHOOK_PREFIX
 
     lines = [f"hitl devhost: serving {app_spec} (Ctrl-C to stop)", ""]
+    if worker_note:
+        lines += [f"  {worker_note}", ""]
     lines.append(f"  API            {host.api_url}")
     lines.append(f"  Functions      {host.base_url}/api/_dev/functions")
     smtp = f" (SMTP sink 127.0.0.1:{host.smtp.port}; also {host.mailbox.path})" if host.smtp else ""
@@ -165,7 +171,7 @@ def _banner(host: Any, app_spec: str, applied: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-async def _serve(host: Any, app_spec: str, applied: dict[str, str]) -> int:
+async def _serve(host: Any, app_spec: str, applied: dict[str, str], worker_note: str = "") -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = 0
@@ -186,7 +192,7 @@ async def _serve(host: Any, app_spec: str, applied: dict[str, str]) -> int:
     except BaseException:
         log.exception("the devhost could not start")
         return 1
-    print(_banner(host, app_spec, applied), flush=True)
+    print(_banner(host, app_spec, applied, worker_note), flush=True)
     try:
         await stop.wait()
     finally:
@@ -215,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
 
     from .eventgrid import load_or_create_topic_key, topic_url
-    from .server import DevHost, load_app
+    from .server import DevHost
     from .smtp_sink import Mailbox, SmtpSink
 
     try:
@@ -240,8 +246,17 @@ def main(argv: list[str] | None = None) -> int:
     if effective.eventgrid_topic_endpoint == topic_url(f"http://127.0.0.1:{port}") and effective.eventgrid_topic_key:
         topic_key = effective.eventgrid_topic_key
 
+    from .worker import WorkerRefusedApp, load_app_spec_with_worker
+
+    # The app is loaded by the Azure Functions worker runtime's own indexing and validation (the
+    # pinned azure-functions-runtime), so make run refuses exactly what Azure would refuse.
     try:
-        app, app_dir = load_app(args.app)
+        app, app_dir, worker_view = load_app_spec_with_worker(args.app)
+    except WorkerRefusedApp as exc:
+        sock.close()
+        sink.stop_sync()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except Exception:
         sock.close()
         sink.stop_sync()
@@ -249,7 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     host = DevHost(app, port=port, sock=sock, data_dir=data_dir, app_dir=app_dir, smtp=sink,
                    eventgrid_key=topic_key, on_stop=[_close_app_runtime])
-    return asyncio.run(_serve(host, args.app, applied))
+    worker_note = (f"Loaded by the Azure Functions worker (azure-functions-runtime {worker_view.runtime_version}): "
+                   f"all {len(worker_view.metadata)} functions index and load as in Azure.")
+    return asyncio.run(_serve(host, args.app, applied, worker_note))
 
 
 if __name__ == "__main__":
