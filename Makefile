@@ -1,33 +1,48 @@
-# The two commands a newcomer needs: `make run` and `make test`. Both create .venv and install
-# everything they need on a fresh machine (Python packages from PyPI; servers the tests use are
-# installed and started by the test set-up itself).
-PYTHON ?= python3
+# The two commands a newcomer needs: `make run` and `make test`. Both create .venv on Python 3.13
+# (the version the app deploys on) and install the locked versions on a fresh machine; servers the
+# tests use are installed and started by the test set-up itself.
+#
+# requirements.txt is the deployment lock (what Azure installs next to the app, the Functions
+# worker runtime included); requirements-dev.txt adds the tools the tests use, at the same
+# versions. Both are compiled from pyproject.toml by `make lock` (uv); a test fails when they drift.
+PYTHON ?= $(shell tools/find-python.sh)
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+STAMP := $(VENV)/.installed-py313
+DEPLOY_EXTRAS := --extra functions --extra cosmos --extra redis --extra eventgrid
+LOCK_FLAGS := --quiet --python-version 3.13 --python-platform x86_64-unknown-linux-gnu --custom-compile-command "make lock"
 
-.PHONY: run test lint unit bench examples clean
+.PHONY: run test lint unit bench examples lock functions-table clean
 
-$(STAMP): pyproject.toml requirements.txt
-	$(PYTHON) -m venv $(VENV)
+$(STAMP): pyproject.toml requirements.txt requirements-dev.txt
+	@test -n "$(PYTHON)" || tools/find-python.sh
+	$(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -e '.[dev,redis,cosmos,eventgrid,functions]'
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m hitl_core.devhost --app function_app:app
+	$(PY) -m devhost --app function_app:app
 
 examples: $(STAMP)
 	$(PY) -m examples.run_all
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check hitl_core tests bench examples workflows function_app.py
+	$(VENV)/bin/ruff check hitl_core devhost tests bench examples workflows function_app.py
 	$(VENV)/bin/mypy
 
 unit: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test: $(STAMP) lint unit
+
+lock: $(STAMP)
+	$(VENV)/bin/uv pip compile pyproject.toml $(DEPLOY_EXTRAS) $(LOCK_FLAGS) -o requirements.txt
+	$(VENV)/bin/uv pip compile pyproject.toml --all-extras -c requirements.txt $(LOCK_FLAGS) -o requirements-dev.txt
+
+functions-table: $(STAMP)
+	$(PY) -m devhost.worker table --write
 
 bench: $(STAMP)
 	$(PY) -m bench.run_all

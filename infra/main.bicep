@@ -1,6 +1,6 @@
 // hitl: the whole system in one resource group.
 //
-//   Function app (Flex Consumption, Python 3.11, system-assigned identity)
+//   Function app (Flex Consumption, Python 3.13, system-assigned identity)
 //     -> Cosmos DB for NoSQL (checkpoints; serverless by default)       Cosmos DB Built-in Data Contributor
 //     -> Event Grid custom topic (CloudEvents 1.0)                       EventGrid Data Sender
 //     -> Storage (host, Durable task hub, deployment package)           Blob Owner, Queue/Table Contributor

@@ -9,7 +9,7 @@ it as one document with a version (etag) and index a few top-level fields for th
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -150,10 +150,9 @@ class AuditRecord(_Model):
     hash: str | None = None
 
 
-T = TypeVar("T")
 
 
-class Page(BaseModel, Generic[T]):
+class Page[T](BaseModel):
     """A page of results and the opaque token that fetches the next one (None at the end)."""
 
     items: list[T]

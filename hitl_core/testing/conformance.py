@@ -27,7 +27,7 @@ import datetime as dt
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from ..checkpoint.base import CheckpointStorage, InvalidContinuationError, encode_token
 from ..checkpoint.models import (
@@ -69,10 +69,9 @@ def expect(condition: bool, message: str) -> None:
         raise ConformanceError(message)
 
 
-E = TypeVar("E", bound=BaseException)
 
 
-async def expect_raises(kind: type[E], awaitable: Awaitable[Any], what: str) -> E:
+async def expect_raises[E: BaseException](kind: type[E], awaitable: Awaitable[Any], what: str) -> E:
     """Await ``awaitable`` and return the ``kind`` error it must raise."""
     try:
         result = await awaitable
@@ -215,10 +214,9 @@ async def _all_inbox(storage: CheckpointStorage, *, limit: int, **filters: Any) 
                         key=lambda e: (e.session_id, e.request.call_id))
 
 
-R = TypeVar("R")
 
 
-async def _drain(fetch: Callable[[str | None], Awaitable[Page[R]]], limit: int,
+async def _drain[R](fetch: Callable[[str | None], Awaitable[Page[R]]], limit: int,
                  key: Callable[[R], Any], max_pages: int = 1000) -> list[R]:
     """Follow continuation tokens to the end, checking page sizes and that nothing repeats."""
     items: list[R] = []

@@ -11,9 +11,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Never, cast, get_args, get_origin, get_type_hints
-
-from typing_extensions import TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Never, TypeVar, cast, get_args, get_origin, get_type_hints
 
 from ..errors import WorkflowDefinitionError
 from .events import WorkflowEvent
@@ -78,10 +76,9 @@ class WorkflowContext(Generic[T_Out, T_W_Out]):
 
 
 HandlerFunc = Callable[[Any, Any, WorkflowContext[Any, Any]], Awaitable[None]]
-F = TypeVar("F", bound=Callable[..., Awaitable[None]])
 
 
-def handler(func: F) -> F:
+def handler[F: Callable[..., Awaitable[None]]](func: F) -> F:
     """Mark an ``async def name(self, message: T, ctx: WorkflowContext[...])`` method as a handler."""
     if not inspect.iscoroutinefunction(func):
         raise WorkflowDefinitionError(f"handler {func.__qualname__} must be declared with 'async def'")

@@ -14,7 +14,7 @@ import dataclasses
 import datetime as dt
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar, get_args, get_origin
+from typing import Any, get_args, get_origin
 
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
@@ -25,9 +25,6 @@ from ..serialization import decode, resolve_type
 from .events import RequestInfoEvent
 from .executor import Executor, WorkflowContext, handler
 from .typing_utils import describe
-
-TRequest = TypeVar("TRequest")
-TResponse = TypeVar("TResponse")
 
 #: Fields of the base class; the rest of a request's fields are its ``data`` for reviewers.
 BASE_REQUEST_FIELDS = ("request_id", "source_executor_id", "approvers", "deadline", "timeout_policy")
@@ -54,7 +51,7 @@ class RequestInfoMessage:
 
 
 @dataclass
-class RequestResponse(Generic[TRequest, TResponse]):
+class RequestResponse[TRequest, TResponse]:
     """A person's answer, delivered to the executor that asked."""
 
     data: TResponse

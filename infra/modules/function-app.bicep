@@ -1,7 +1,11 @@
-// Function app on the Flex Consumption plan (FC1): Python 3.11, scale to zero, a system-assigned
+// Function app on the Flex Consumption plan (FC1): Python 3.13, scale to zero, a system-assigned
 // managed identity. On Flex Consumption the runtime, its version and the scale limits live in
 // functionAppConfig (FUNCTIONS_WORKER_RUNTIME / FUNCTIONS_EXTENSION_VERSION app settings are not
 // used), and the deployment package is a blob that the app's identity reads.
+//
+// Python 3.13+ runs the Functions Python worker version that requirements.txt pins
+// (azure-functions-runtime==x.y.z, "runtime version control"); that is opted into by the package
+// reference alone, no app setting. Python 3.13 is not offered on the Linux Consumption plan.
 //
 // The app settings are a separate resource (app-settings.bicep) deployed after the role
 // assignments, so the host never starts with identity-based connections it may not use yet.
@@ -92,7 +96,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       }
       runtime: {
         name: 'python'
-        version: '3.11'
+        version: '3.13'
       }
     }
   }

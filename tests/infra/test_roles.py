@@ -66,8 +66,9 @@ SDK_GRANTS: dict[str, set[Grant]] = {
         rbac(STORAGE_TABLE_DATA_CONTRIBUTOR, STORAGE),
     },
 }
-# Azure packages that make no data-plane call of their own.
-NO_DATA_PLANE = {"azure-identity", "azure-core"}
+# Azure packages that make no data-plane call of their own (azure-functions-runtime is the Python
+# worker that Azure runs the app with, pinned for runtime version control; it talks to the host only).
+NO_DATA_PLANE = {"azure-identity", "azure-core", "azure-functions-runtime"}
 KEY_VAULT_REFERENCES = {rbac(KEY_VAULT_SECRETS_USER, VAULT)}
 APP_INSIGHTS_ENTRA_AUTH = {rbac(MONITORING_METRICS_PUBLISHER, APP_INSIGHTS)}
 # Event Grid dead-letters undeliverable events with the topic's own identity (deadLetterWithResourceIdentity).

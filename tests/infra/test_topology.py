@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 
 import pytest
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 from hitl_core.events.models import EventType
 from hitl_core.notify.models import REQUEST_EVENT_TYPES
 
 from ._bicep import Resource, all_resources, literal, param_default, resolve_variables
 from .conftest import INFRA, AppFunction, InfraScan
+
+# The Python version the app runs on in Azure (functionAppConfig.runtime.version).
+PYTHON_VERSION = "3.13"
+# Runtime version control (azure-functions-runtime pinned in requirements.txt) exists from 3.13 on.
+RUNTIME_VERSION_CONTROL_SINCE = Version("3.13")
 
 EVENT_GRID_TRIGGER = "eventGridTrigger"
 SUBSCRIPTION = "Microsoft.EventGrid/topics/eventSubscriptions"
@@ -46,19 +54,34 @@ def test_flex_consumption_plan(infra_scan: InfraScan) -> None:
     assert plan.properties["reserved"] is True
 
 
-def test_function_app_python_311_with_identity_based_deployment(infra_scan: InfraScan) -> None:
+def test_function_app_python_313_with_identity_based_deployment(infra_scan: InfraScan) -> None:
     app = one(infra_scan, "Microsoft.Web/sites")
     template = infra_scan.template(app.file)
     assert app.body["identity"] == {"type": "SystemAssigned"}
     assert app.properties["httpsOnly"] is True
     config = app.properties["functionAppConfig"]
-    assert literal(config["runtime"]) == {"name": "python", "version": "3.11"}
+    assert literal(config["runtime"]) == {"name": "python", "version": PYTHON_VERSION}
     storage = config["deployment"]["storage"]
     assert storage["type"] == "blobContainer"
     assert storage["authentication"] == {"type": "SystemAssignedIdentity"}
     scale = config["scaleAndConcurrency"]
     assert set(scale) == {"maximumInstanceCount", "instanceMemoryMB"}
     assert param_default(template, scale["instanceMemoryMB"]) == 2048
+
+
+def test_azure_python_is_the_projects_python(infra_scan: InfraScan) -> None:
+    """The Python the Bicep deploys satisfies pyproject's requires-python, and a pinned worker
+    runtime (azure-functions-runtime in requirements.txt) is only honoured from Python 3.13 on."""
+    runtime = literal(one(infra_scan, "Microsoft.Web/sites").properties["functionAppConfig"]["runtime"])
+    version = Version(runtime["version"])
+    project = tomllib.loads((INFRA.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    requires = SpecifierSet(project["requires-python"])
+    assert version in requires, f"Azure runs Python {version}, the project requires {requires}"
+    requirements = (INFRA.parent / "requirements.txt").read_text(encoding="utf-8")
+    if re.search(r"^azure-functions-runtime\b", requirements, re.MULTILINE):
+        assert version >= RUNTIME_VERSION_CONTROL_SINCE, (
+            f"requirements.txt pins azure-functions-runtime, which Python {version} apps ignore"
+        )
 
 
 def test_storage_disallows_shared_keys(infra_scan: InfraScan) -> None:
