@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Generator
-from typing import Any
+from typing import Any, TypedDict
 
 import azure.durable_functions as df
 
@@ -73,12 +73,29 @@ def request_deadline(context: df.DurableOrchestrationContext) -> Generator[Any, 
         return {"outcome": outcome.get("outcome", "expired"), "reminders": reminders}
 
 
+# Activity inputs are TypedDict classes, not ``dict[str, Any]``: the Python worker refuses a builtin
+# generic as a binding annotation (the app would load with no functions in Azure).
+class ReminderInput(TypedDict):
+    """What ``request_deadline`` passes to ``send_reminder``."""
+
+    session_id: str
+    call_id: str
+    number: int
+
+
+class TimeoutInput(TypedDict):
+    """What ``request_deadline`` passes to ``apply_timeout``."""
+
+    session_id: str
+    call_id: str
+
+
 @bp.activity_trigger(input_name="payload")
-async def send_reminder(payload: dict[str, Any]) -> bool:
+async def send_reminder(payload: ReminderInput) -> bool:
     return await get_runtime().service.remind(payload["session_id"], payload["call_id"], int(payload["number"]))
 
 
 @bp.activity_trigger(input_name="payload")
-async def apply_timeout(payload: dict[str, Any]) -> dict[str, Any]:
+async def apply_timeout(payload: TimeoutInput) -> dict[str, Any]:
     outcome = await get_runtime().service.apply_timeout(payload["session_id"], payload["call_id"])
     return {"outcome": outcome.outcome, "deadline": outcome.deadline.isoformat() if outcome.deadline else None}

@@ -25,13 +25,15 @@ logger = logging.getLogger("hitl_core.functions")
 
 bp = df.Blueprint()
 
-_dispatchers: dict[int, Any] = {}
+# The trigger parameters are annotated with this one class, never ``EventGridEvent | CloudEvent``:
+# the Python worker refuses a union on a binding parameter (the app would load with no functions).
+# The annotation does not choose the shape: the worker's Event Grid converter reads the payload and
+# answers ``func.CloudEvent`` for a CloudEvents 1.0 delivery (our topic's input schema) and
+# ``func.EventGridEvent`` for the Event Grid schema, so ``cloud_event`` accepts both.
+TriggerEvent = func.EventGridEvent
 
 
-TriggerEvent = func.EventGridEvent | func.CloudEvent
-
-
-def cloud_event(event: TriggerEvent) -> dict[str, Any]:
+def cloud_event(event: func.EventGridEvent | func.CloudEvent) -> dict[str, Any]:
     """The CloudEvent as the service published it, from either binding shape.
 
     A topic with the CloudEvents 1.0 input schema delivers ``func.CloudEvent``; the Event Grid
@@ -51,10 +53,9 @@ def cloud_event(event: TriggerEvent) -> dict[str, Any]:
 
 
 def _dispatcher() -> Any:
+    """The runtime's notification dispatcher, built on first use (closed by ``close_runtime``)."""
     rt = get_runtime()
-    key = id(rt)
-    dispatcher = _dispatchers.get(key)
-    if dispatcher is None:
+    if rt.dispatcher is None:
         from ..notify.dedup import RedisDedupStore, SqliteDedupStore
         from ..notify.dispatcher import NotificationDispatcher
 
@@ -64,11 +65,9 @@ def _dispatcher() -> Any:
             dedup = RedisDedupStore(settings.redis_url)
         else:
             dedup = SqliteDedupStore(settings.data_dir / "notifications.db")
-        dispatcher = NotificationDispatcher.from_settings(settings, dedup,
-                                                          lease_seconds=settings.notify_claim_lease_seconds)
-        _dispatchers.clear()
-        _dispatchers[key] = dispatcher
-    return dispatcher
+        rt.dispatcher = NotificationDispatcher.from_settings(settings, dedup,
+                                                             lease_seconds=settings.notify_claim_lease_seconds)
+    return rt.dispatcher
 
 
 def deadline_instance_id(session_id: str, call_id: str) -> str:

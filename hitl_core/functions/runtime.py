@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..checkpoint.factory import storage_from_settings
 from ..events.publisher import BatchingEventPublisher, EventPublisher, NullEventPublisher
@@ -31,6 +32,8 @@ class Runtime:
     settings: Settings
     service: HitlService
     loop: asyncio.AbstractEventLoop | None
+    #: The notification dispatcher (built on first use by ``notify_reviewers``), closed with the runtime.
+    dispatcher: Any = None
 
 
 _runtime: Runtime | None = None
@@ -100,5 +103,7 @@ def reset_runtime() -> None:
 async def close_runtime() -> None:
     global _runtime
     if _runtime is not None:
-        await _runtime.service.close()
-        _runtime = None
+        runtime, _runtime = _runtime, None
+        if runtime.dispatcher is not None:
+            await runtime.dispatcher.aclose()
+        await runtime.service.close()

@@ -52,6 +52,10 @@ class DedupStore(Protocol):
         """True if ``event_id`` was confirmed (sent), False if free or only claimed."""
         ...
 
+    async def close(self) -> None:
+        """Release connections (idempotent)."""
+        ...
+
 
 class InMemoryDedupStore:
     """Keys in a dict with expiry times; for one process (tests, a single dev host).

@@ -188,11 +188,12 @@ class NotificationDispatcher:
         )
 
     async def aclose(self) -> None:
-        """Close channels that hold connections (e.g. the webhook's HTTP client)."""
+        """Close channels that hold connections (e.g. the webhook's HTTP client) and the de-duplication store."""
         for channel in self.channels:
             close = getattr(channel, "aclose", None)
             if close is not None:
                 await close()
+        await self.dedup.close()
 
     async def _claim(self, event_id: str) -> tuple[list[NotificationChannel], list[str], list[str]]:
         """Channels this delivery won, channels already sent, channels another delivery holds."""

@@ -1,4 +1,4 @@
-"""Run `make run`'s server (python -m hitl_core.devhost) as a subprocess on a free loopback port."""
+"""Run `make run`'s server (python -m devhost) as a subprocess on a free loopback port."""
 
 from __future__ import annotations
 
@@ -36,12 +36,12 @@ class LocalHost:
         full_env.update({"HITL_PORT": str(self.port), "HITL_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1"})
         full_env.update(self.extra_env)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hitl_core.devhost", "--app", "function_app:app", "--port", str(self.port),
-             "--data-dir", str(self.data_dir)],
-            cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, text=True,
-        )
+        with open(self.log_path, "a") as log:  # the child keeps its own handle
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "devhost", "--app", "function_app:app", "--port", str(self.port),
+                 "--data-dir", str(self.data_dir)],
+                cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, text=True,
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -22,6 +22,7 @@ def app_functions() -> dict[str, Any]:
     if not _FUNCTIONS:
         import function_app
 
+        function_app.app.functions_bindings = None  # the worker stage may have indexed the app already
         for f in function_app.app.get_functions():
             _FUNCTIONS[f.get_function_name()] = f.get_user_function()
     return _FUNCTIONS
