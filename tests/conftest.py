@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
+# The Durable SDK runs in strict typing mode in every test and in every subprocess the tests start
+# (they copy os.environ): ``df_loads`` never rebuilds custom objects from ``sys.modules`` and never
+# emits its "called without expected_type" advisory; ``df_dumps`` refuses values that are not plain
+# JSON. ``azure.functions._durable_functions`` reads the variable on every call, so setting it
+# here - before any test module is collected - covers the whole session.
+os.environ["AZURE_FUNCTIONS_DURABLE_STRICT_TYPING"] = "1"
+
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 

@@ -23,7 +23,7 @@ import azure.functions as func
 import pytest
 from aiohttp import web
 
-from hitl_core.devhost.durable import (
+from devhost.durable import (
     DURABLE_WEBHOOK_PREFIX,
     InstanceAlreadyExistsError,
     InstanceCompletedError,
@@ -32,7 +32,7 @@ from hitl_core.devhost.durable import (
     OrchestratorNotFoundError,
     reset_durable_sdk_session,
 )
-from hitl_core.devhost.durable_history import utc_now
+from devhost.durable_history import utc_now
 
 from . import durable_sample_app as sample
 
