@@ -20,6 +20,7 @@ from typing import Literal
 
 StorageKind = Literal["sqlite", "file", "memory", "redis", "cosmos"]
 AuthMode = Literal["easyauth", "dev"]
+DirectoryKind = Literal["none", "file", "graph"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,26 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Base URL used in decision links sent to reviewers."),
     SettingSpec("HITL_AUTH_MODE", "easyauth",
                 "Who is the caller: easyauth (X-MS-CLIENT-PRINCIPAL, Azure) or dev (X-HITL-User header)."),
+    SettingSpec("HITL_DIRECTORY", "none",
+                "Who is who (people, e-mails, roles, managers): none | file | graph (Microsoft Entra ID via "
+                "Microsoft Graph, with the app's managed identity)."),
+    SettingSpec("HITL_DIRECTORY_FILE", None,
+                "The JSON directory file for HITL_DIRECTORY=file (`make run` uses devhost/demo-directory.json)."),
+    SettingSpec("HITL_GRAPH_ROLE_GROUPS", None,
+                "Roles backed by Entra groups for HITL_DIRECTORY=graph: comma-separated role=group-object-id "
+                "(e.g. finance=0b1c...,admins=7f2e...); app-role assignments count too."),
+    SettingSpec("HITL_GRAPH_BASE_URL", "https://graph.microsoft.com/v1.0",
+                "Microsoft Graph endpoint (tests point it at a local protocol stand-in).", local_only=True),
+    SettingSpec("HITL_DIRECTORY_CACHE_SECONDS", "300",
+                "How long a person, a role's members or a manager read from the directory is reused."),
+    SettingSpec("HITL_TRUSTED_PROXY_HOPS", "1",
+                "How many X-Forwarded-For entries, counted from the right, were appended by proxies you trust "
+                "(App Service's front end appends one); the client address recorded is the leftmost of those."),
+    SettingSpec("HITL_START_PRINCIPALS", None,
+                "Under easyauth: comma-separated client ids of service principals (daemon apps) that may start "
+                "sessions besides signed-in people."),
+    SettingSpec("HITL_REFUSAL_AUDIT_LIMIT", "20",
+                "Refused attempts audited per request per hour; more are refused without an audit record."),
     SettingSpec("HITL_LINK_SIGNING_KEYS", None,
                 "Comma-separated HMAC keys for decision links; the first signs, all verify (rotation).",
                 secret=True),
@@ -127,6 +148,21 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in (_raw(env, name) or "").split(",") if item.strip())
 
 
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    value = _raw(env, name)
+    return Path(value) if value else None
+
+
+def _pairs(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]:
+    pairs: list[tuple[str, str]] = []
+    for item in _list(env, name):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise SettingsError(f"{name} must be comma-separated name=value pairs, got {item!r}")
+        pairs.append((key.strip().lower(), value.strip()))
+    return tuple(pairs)
+
+
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
     value = (_raw(env, name) or "").lower()
     if value not in allowed:
@@ -154,6 +190,14 @@ class Settings:
     eventgrid_topic_key: str | None = field(default=None, repr=False)
     public_base_url: str = "http://127.0.0.1:7071"
     auth_mode: AuthMode = "easyauth"
+    directory: DirectoryKind = "none"
+    directory_file: Path | None = None
+    graph_role_groups: tuple[tuple[str, str], ...] = ()
+    graph_base_url: str = "https://graph.microsoft.com/v1.0"
+    directory_cache_seconds: int = 300
+    trusted_proxy_hops: int = 1
+    start_principals: tuple[str, ...] = ()
+    refusal_audit_limit: int = 20
     link_signing_keys: tuple[str, ...] = field(default=(), repr=False)
     link_ttl_seconds: int = 604800
     webhook_url: str | None = None
@@ -192,6 +236,14 @@ class Settings:
             eventgrid_topic_key=_raw(source, "HITL_EVENTGRID_TOPIC_KEY"),
             public_base_url=(_raw(source, "HITL_PUBLIC_BASE_URL") or "").rstrip("/"),
             auth_mode=_choice(source, "HITL_AUTH_MODE", ("easyauth", "dev")),  # type: ignore[arg-type]
+            directory=_choice(source, "HITL_DIRECTORY", ("none", "file", "graph")),  # type: ignore[arg-type]
+            directory_file=_path(source, "HITL_DIRECTORY_FILE"),
+            graph_role_groups=_pairs(source, "HITL_GRAPH_ROLE_GROUPS"),
+            graph_base_url=(_raw(source, "HITL_GRAPH_BASE_URL") or "").rstrip("/"),
+            directory_cache_seconds=_int(source, "HITL_DIRECTORY_CACHE_SECONDS"),
+            trusted_proxy_hops=_int(source, "HITL_TRUSTED_PROXY_HOPS"),
+            start_principals=_list(source, "HITL_START_PRINCIPALS"),
+            refusal_audit_limit=_int(source, "HITL_REFUSAL_AUDIT_LIMIT"),
             link_signing_keys=_list(source, "HITL_LINK_SIGNING_KEYS"),
             link_ttl_seconds=_int(source, "HITL_LINK_TTL_SECONDS", minimum=1),
             webhook_url=_raw(source, "HITL_WEBHOOK_URL"),
@@ -217,6 +269,8 @@ class Settings:
             raise SettingsError("HITL_STORAGE=redis needs HITL_REDIS_URL")
         if self.storage == "cosmos" and not self.cosmos_endpoint:
             raise SettingsError("HITL_STORAGE=cosmos needs HITL_COSMOS_ENDPOINT")
+        if self.directory == "file" and self.directory_file is None:
+            raise SettingsError("HITL_DIRECTORY=file needs HITL_DIRECTORY_FILE")
 
     def secrets(self) -> tuple[str, ...]:
         """Every configured secret value, so tests and log filters can look for leaks."""
