@@ -20,6 +20,8 @@ module is imported. Only variables the user has not set are filled in:
 ``HITL_SMTP_STARTTLS``              ``false``
 ``HITL_PUBLIC_BASE_URL``            ``http://127.0.0.1:{port}``
 ``HITL_AUTH_MODE``                  ``dev`` (caller from the ``X-HITL-User`` header)
+``HITL_DIRECTORY`` / ``_FILE``      ``file`` / ``devhost/demo-directory.json`` (ten demo people with e-mails,
+                                    roles and managers; every shipped workflow's requests reach them)
 ``HITL_NOTIFY_DEFAULT_RECIPIENTS``  ``reviewers@hitl.localhost`` (so requests without e-mail approvers
                                     still show up in the local mailbox)
 ==================================  ==========================================================
@@ -53,6 +55,8 @@ from typing import Any
 from hitl_core.settings import Settings, SettingsError
 
 log = logging.getLogger("hitl.devhost")
+
+DEMO_DIRECTORY = Path(__file__).resolve().parent / "demo-directory.json"
 
 _CONTENT_REVIEW_CURL = (
     "curl -X POST {api}/workflows/content-review/sessions -H 'content-type: application/json' "
@@ -114,6 +118,9 @@ def apply_environment_defaults(*, port: int, data_dir: Path, smtp_port: int, dat
     default("HITL_PUBLIC_BASE_URL", base)
     default("HITL_AUTH_MODE", "dev")
     default("HITL_NOTIFY_DEFAULT_RECIPIENTS", "reviewers@hitl.localhost")
+    if _unset("HITL_DIRECTORY"):
+        default("HITL_DIRECTORY", "file")
+        default("HITL_DIRECTORY_FILE", str(DEMO_DIRECTORY))
     return applied
 
 

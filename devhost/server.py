@@ -1104,6 +1104,11 @@ class DevHost:
                          route_params: dict[str, str]) -> web.StreamResponse:
         body = await request.read()
         headers = {name: _join(request.headers.getall(name)) for name in request.headers}
+        # Like App Service's front end: append the socket peer to X-Forwarded-For, so the app can
+        # take the address a trusted proxy vouches for (the right end), never the client's own claim.
+        peer = request.remote or ""
+        forwarded = next((k for k in headers if k.lower() == "x-forwarded-for"), "X-Forwarded-For")
+        headers[forwarded] = ", ".join(v for v in (headers.get(forwarded, ""), peer) if v)
         query = request.rel_url.query
         params = {name: _join(query.getall(name)) for name in query}
         req = func.HttpRequest(method=request.method, url=str(request.url), headers=headers, params=params,

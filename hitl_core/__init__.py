@@ -38,6 +38,7 @@ from .serialization import register_type
 from .workflow import (
     AgentRunResponse,
     AgentRunResponseUpdate,
+    Approvers,
     ChatMessage,
     Executor,
     FunctionCallContent,
@@ -79,6 +80,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AgentRunResponse",
     "AgentRunResponseUpdate",
+    "Approvers",
     "AuditRecord",
     "ChatMessage",
     "CheckpointStorage",

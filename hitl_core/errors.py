@@ -31,8 +31,30 @@ troubleshooting table speaks of ``ValueError``), so ``except ValueError`` keeps 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
+
+
+def json_text(value: Any) -> str:
+    """``value`` as it reads in JSON, for error texts: ``"s-1"``, ``null``, ``{"approved": true}``.
+
+    Messages and problem details name values in JSON, never as Python reprs (``'s-1'``,
+    ``None``, ``{'approved': True}``), so a client reads them in the notation it sent them in.
+    """
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _with_json_values(message: str, *values: str | None) -> str:
+    """A message built elsewhere with ``{value!r}``: each named value rendered as JSON instead.
+
+    Only the exact repr of a value this error carries (its session id, call id) is replaced,
+    so nothing else in the text is touched.
+    """
+    for value in values:
+        if isinstance(value, str) and value and repr(value) != json_text(value):
+            message = message.replace(repr(value), json_text(value))
+    return message
 
 
 class HitlError(Exception):
@@ -48,7 +70,7 @@ class CheckpointingNotConfiguredError(HitlError, ValueError):
 
     def __init__(self, checkpoint_id: str) -> None:
         super().__init__(
-            f"checkpoint_id {checkpoint_id!r} was given but this workflow has no checkpoint storage: "
+            f"checkpoint_id {json_text(checkpoint_id)} was given but this workflow has no checkpoint storage: "
             "build it with WorkflowBuilder().with_checkpointing(checkpoint_storage=...) "
             "(e.g. SqliteCheckpointStorage('hitl.db')) or pass checkpoint_storage= explicitly"
         )
@@ -71,7 +93,7 @@ class UnknownWorkflowError(HitlError, LookupError):
     """No workflow is registered under this name."""
 
     def __init__(self, name: str, known: Sequence[str]) -> None:
-        super().__init__(f"no workflow {name!r}; known workflows: {', '.join(sorted(known)) or 'none'}")
+        super().__init__(f"no workflow {json_text(name)}; known workflows: {json_text(sorted(known))}")
         self.name = name
         self.known = list(known)
 
@@ -80,19 +102,23 @@ class InputValidationError(HitlError, ValueError):
     """A start input does not match the workflow's declared input model."""
 
     def __init__(self, workflow: str, errors: list[dict[str, Any]]) -> None:
-        summary = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ())) or '<root>'}: {e.get('msg')}" for e in errors
-        )
-        super().__init__(f"input for workflow {workflow!r} is invalid: {summary}")
+        super().__init__(f"input for workflow {json_text(workflow)} is invalid: {error_summary(errors)}")
         self.workflow = workflow
         self.errors = errors
+
+
+def error_summary(errors: Sequence[dict[str, Any]]) -> str:
+    """``"draft: String should have at least 1 character; approved: Field required"`` (``<root>``: the value itself)."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ())) or '<root>'}: {e.get('msg')}" for e in errors
+    )
 
 
 class SessionError(HitlError):
     """Base for problems with a stored session."""
 
     def __init__(self, message: str, *, session_id: str) -> None:
-        super().__init__(message)
+        super().__init__(_with_json_values(message, session_id))
         self.session_id = session_id
 
 
@@ -100,7 +126,7 @@ class SessionNotFoundError(SessionError, LookupError):
     """No session is stored under this id."""
 
     def __init__(self, session_id: str) -> None:
-        super().__init__(f"no session {session_id!r} is stored", session_id=session_id)
+        super().__init__(f"no session {json_text(session_id)} is stored", session_id=session_id)
 
 
 class SessionConflictError(SessionError):
@@ -111,7 +137,8 @@ class SessionClosedError(SessionError):
     """The session has finished (completed, failed or cancelled) and accepts no more input."""
 
     def __init__(self, session_id: str, status: str) -> None:
-        super().__init__(f"session {session_id!r} is {status} and accepts no more input", session_id=session_id)
+        super().__init__(f"session {json_text(session_id)} is {status} and accepts no more input",
+                         session_id=session_id)
         self.status = status
 
 
@@ -119,7 +146,7 @@ class RequestError(HitlError, ValueError):
     """Base for a decision that cannot be applied to a pending request."""
 
     def __init__(self, message: str, *, session_id: str | None, call_id: str) -> None:
-        super().__init__(message)
+        super().__init__(_with_json_values(message, session_id, call_id))
         self.session_id = session_id
         self.call_id = call_id
 
@@ -128,10 +155,10 @@ class UnknownRequestError(RequestError):
     """The call_id is not pending in this session; ``pending`` lists those that are."""
 
     def __init__(self, call_id: str, pending: Sequence[str], *, session_id: str | None = None) -> None:
-        listed = ", ".join(repr(p) for p in pending) if pending else "none"
-        where = f" in session {session_id!r}" if session_id else ""
+        listed = json_text(list(pending)) if pending else "none"
+        where = f" in session {json_text(session_id)}" if session_id else ""
         super().__init__(
-            f"call_id {call_id!r} is not a pending request{where}; pending call_ids: {listed}. "
+            f"call_id {json_text(call_id)} is not a pending request{where}; pending call_ids: {listed}. "
             "Pass the call_id of the FunctionCallContent you received.",
             session_id=session_id,
             call_id=call_id,
@@ -143,11 +170,14 @@ class RequestAlreadyHandledError(RequestError):
     """The request was decided already; ``decision`` is the recorded one."""
 
     def __init__(self, call_id: str, decision: dict[str, Any], *, session_id: str | None = None) -> None:
-        who = decision.get("decided_by") or "unknown"
-        when = decision.get("decided_at") or "unknown time"
+        who = decision.get("decided_by")
+        when = decision.get("decided_at")
+        outcome = decision.get("outcome")
         super().__init__(
-            f"request {call_id!r} was already handled by {who} at {when}; "
-            f"recorded result: {decision.get('result')!r}",
+            f"request {json_text(call_id)} was already handled"
+            f"{f' ({outcome})' if isinstance(outcome, str) and outcome != 'answered' else ''}"
+            f" by {json_text(who) if who else 'an unknown caller'} at {json_text(when) if when else 'an unknown time'}"
+            f"; recorded result: {json_text(decision.get('result'))}",
             session_id=session_id,
             call_id=call_id,
         )
@@ -160,11 +190,8 @@ class ResponseValidationError(RequestError):
     def __init__(
         self, call_id: str, response_type: str, errors: list[dict[str, Any]], *, session_id: str | None = None
     ) -> None:
-        summary = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ())) or '<root>'}: {e.get('msg')}" for e in errors
-        )
         super().__init__(
-            f"result for request {call_id!r} does not match {response_type}: {summary}",
+            f"result for request {json_text(call_id)} does not match {response_type}: {error_summary(errors)}",
             session_id=session_id,
             call_id=call_id,
         )
@@ -185,7 +212,8 @@ class ConcurrencyError(StorageError):
 
     def __init__(self, session_id: str, expected: str | None, actual: str | None) -> None:
         super().__init__(
-            f"session {session_id!r} changed concurrently: expected version {expected!r}, found {actual!r}"
+            f"session {json_text(session_id)} changed concurrently: expected version {json_text(expected)}, "
+            f"found {json_text(actual)}"
         )
         self.session_id = session_id
         self.expected = expected
@@ -197,7 +225,7 @@ class CheckpointTooLargeError(StorageError, ValueError):
 
     def __init__(self, session_id: str, size: int, limit: int) -> None:
         super().__init__(
-            f"checkpoint of session {session_id!r} is {size} bytes, over the storage limit of {limit} bytes; "
+            f"checkpoint of session {json_text(session_id)} is {size} bytes, over the storage limit of {limit} bytes; "
             "keep large payloads out of workflow state (store a reference instead)"
         )
         self.session_id = session_id

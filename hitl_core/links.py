@@ -1,6 +1,9 @@
 """Signed decision links: safe to put in an e-mail.
 
-A token binds (session, call_id, approver) and an expiry, signed with HMAC-SHA256. The first
+A token binds (session, call_id, approver) and an expiry, signed with HMAC-SHA256. ``approver``
+is the directory id of the person the link was e-mailed to: the decision is made *as that
+person*. A token without an approver is a sign-in link (sent to fallback recipients when nobody
+named can be e-mailed): whoever opens it must sign in, and decides as themselves. The first
 configured key signs; every configured key verifies, so keys can be rotated by prepending a new
 one and dropping the old one after the link lifetime. A token is usable once in practice: the
 decision consumes the request, and a reused token finds it answered.
@@ -21,6 +24,9 @@ from collections.abc import Callable, Sequence
 from pydantic import BaseModel, ValidationError
 
 from .errors import HitlError
+
+#: Longer than any token this signer mints (ids are at most 128 characters each).
+MAX_TOKEN_LENGTH = 2048
 
 
 class LinkTokenError(HitlError):
@@ -70,15 +76,14 @@ class LinkSigner:
         mac = hmac.new(self._keys[0], payload.encode("ascii"), hashlib.sha256).digest()
         return f"{payload}.{_b64(mac)}"
 
-    @staticmethod
-    def unverified_claims(token: str) -> DecisionClaims | None:
-        """What a token claims, signature NOT checked — only to audit a refused attempt."""
-        try:
-            return DecisionClaims.model_validate(json.loads(_unb64(token.split(".")[0])))
-        except (ValueError, ValidationError, UnicodeError):
-            return None
-
     def verify(self, token: str) -> DecisionClaims:
+        """The claims of a correctly signed, unexpired token; :class:`LinkTokenError` otherwise.
+
+        Any text is answered with a claim set or that error (never another exception): tokens
+        arrive from URLs and forms, truncated, re-encoded or forged.
+        """
+        if len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+            raise LinkTokenError("decision link is malformed")
         try:
             payload, signature = token.split(".")
             given = _unb64(signature)
@@ -91,7 +96,7 @@ class LinkSigner:
             raise LinkTokenError("decision link signature is invalid")
         try:
             claims = DecisionClaims.model_validate(json.loads(_unb64(payload)))
-        except (ValueError, ValidationError):
+        except (ValueError, ValidationError, UnicodeError, RecursionError):
             raise LinkTokenError("decision link is malformed") from None
         if claims.expires_at <= self._clock():
             raise LinkTokenError("decision link has expired", expired=True)

@@ -38,8 +38,14 @@ def _json(model: type[BaseModel]) -> dict[str, Any]:
     return {"application/json": {"schema": _ref(model)}}
 
 
+def _pages(codes: dict[int, str]) -> dict[str, Any]:
+    """Decision-link answers: small HTML pages (``codes``: status -> when)."""
+    return {str(code): {"description": why, "content": {"text/html": {"schema": {"type": "string"}}}}
+            for code, why in codes.items()}
+
+
 def _problems(*codes: int) -> dict[str, Any]:
-    reasons = {400: "Malformed request", 403: "Caller may not decide", 404: "Not found", 409: "Conflict",
+    reasons = {400: "Malformed request", 403: "The caller may not do this", 404: "Not found", 409: "Conflict",
                413: "Body over 1 MiB", 415: "Body is not JSON", 422: "Body fails the schema",
                503: "Storage unavailable; retry after Retry-After"}
     return {str(c): {"description": reasons[c], "content": {"application/problem+json": {"schema": _ref(Problem)}}}
@@ -85,7 +91,7 @@ def openapi_document(workflows: Mapping[str, type[BaseModel]], *, server_url: st
             "responses": {"201": {"description": "Started", "content": _json(SessionView)},
                           "200": {"description": "Same session_id and input: the existing session",
                                   "content": _json(SessionView)},
-                          **_problems(409, 503, *body_errors)}}}
+                          **_problems(403, 409, 503, *body_errors)}}}
         for name, body in start_bodies.items()
     }
     paths.update({
@@ -107,13 +113,17 @@ def openapi_document(workflows: Mapping[str, type[BaseModel]], *, server_url: st
                 {"name": "assignee", "in": "query", "schema": {"type": "string", "maxLength": 256}},
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
                 {"name": "continuation", "in": "query", "schema": {"type": "string", "maxLength": 512}},
+                {"name": "scope", "in": "query", "schema": {"type": "string", "enum": ["mine", "all"]},
+                 "description": "mine: what the caller may decide (default); all: every pending request "
+                                "(admins and auditors)"},
             ],
-            "responses": {"200": {"description": "A page", "content": _json(InboxPage)}, **_problems(400, 503)}}},
+            "responses": {"200": {"description": "A page", "content": _json(InboxPage)},
+                          **_problems(400, 403, 503)}}},
         "/api/sessions/{session_id}/cancel": {"post": {
             "operationId": "cancel", "summary": "Cancel; pending requests end as cancelled",
             "parameters": [session_id], "security": key,
             "responses": {"200": {"description": "Cancelled", "content": _json(SessionView)},
-                          **_problems(404, 409, 503, *body_errors)}}},
+                          **_problems(403, 404, 409, 503, *body_errors)}}},
         "/api/sessions/{session_id}/audit": {"get": {
             "operationId": "audit", "summary": "Audit trail; verify=true recomputes the hash chain",
             "parameters": [session_id, {"name": "verify", "in": "query",
@@ -121,6 +131,39 @@ def openapi_document(workflows: Mapping[str, type[BaseModel]], *, server_url: st
             "security": key,
             "responses": {"200": {"description": "Records", "content": _json(AuditView)},
                           **_problems(400, 404, 503)}}},
+        "/api/decide": {
+            "get": {
+                "operationId": "decisionPage",
+                "summary": "Decision link: a confirmation page with Approve / Reject (opening it decides nothing)",
+                "security": [],
+                "parameters": [{"name": "token", "in": "query", "required": True,
+                                "description": "The signed token of an e-mailed decision link",
+                                "schema": {"type": "string"}}],
+                "responses": _pages({200: "The request and a form that posts the decision",
+                                    401: "A sign-in link: sign in first",
+                                    403: "Forged, tampered or malformed token, or the caller may not decide",
+                                    410: "Expired link, or the request was decided already",
+                                    503: "Storage unavailable; try again later"})},
+            "post": {
+                "operationId": "decideByLink",
+                "summary": "Decision link: record the decision the confirmation page posts",
+                "security": [],
+                "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+                    "type": "object", "required": ["token", "decision"],
+                    "properties": {"token": {"type": "string"},
+                                   "decision": {"type": "string", "enum": ["approve", "reject"]},
+                                   "text": {"type": "string", "description": "The answer's free-text field"}}}}}},
+                "responses": _pages({200: "Decided", 400: "Neither approve nor reject",
+                                    401: "A sign-in link: sign in first",
+                                    403: "Forged, tampered or malformed token, or the caller may not decide",
+                                    410: "Expired link, or the request was decided already",
+                                    422: "The answer does not match the request's response type",
+                                    503: "Storage unavailable; try again later"})},
+        },
+        "/api/openapi.json": {"get": {
+            "operationId": "openapi", "summary": "This document (anonymous)", "security": [],
+            "responses": {"200": {"description": "The OpenAPI 3.1 document",
+                                  "content": {"application/json": {"schema": {"type": "object"}}}}}}},
         "/api/health": {"get": {
             "operationId": "health", "summary": "Storage and eventing reachability (anonymous)", "security": [],
             "responses": {"200": {"description": "Healthy", "content": _json(HealthView)},

@@ -8,19 +8,28 @@ match, and builds the workflow graph against the storage the service uses. The H
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
 from .checkpoint.base import CheckpointStorage
+from .directory import Directory
 from .settings import Settings
 from .workflow.workflow import Workflow
 
 
 def _identity(model: BaseModel) -> Any:
     return model
+
+
+@dataclass(frozen=True)
+class StartContext:
+    """What a workflow's ``prepare_input`` may consult: the directory and who is starting."""
+
+    directory: Directory
+    initiator: str | None
 
 
 @dataclass(frozen=True)
@@ -34,3 +43,7 @@ class WorkflowSpec:
     description: str = ""
     #: The caller who started a session may not decide its requests (four-eyes principle).
     separation_of_duties: bool = False
+    #: Completes the validated input from the directory before the session starts (for example the
+    #: expense's approver is the employee's manager there, not a field the initiator fills in).
+    #: Raise :class:`~hitl_core.errors.InputValidationError` to refuse the start with a 422.
+    prepare_input: Callable[[BaseModel, StartContext], Awaitable[BaseModel]] | None = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import uuid
 from collections import OrderedDict
@@ -24,6 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .access import ADMINS, AUDITORS, AccessPolicy, Caller, Identity, grant_access
 from .audit import append_record, verify_chain
 from .checkpoint.base import CheckpointStorage
 from .checkpoint.models import (
@@ -35,6 +37,7 @@ from .checkpoint.models import (
     WorkflowCheckpoint,
     utcnow,
 )
+from .directory import Directory, Person
 from .errors import (
     ConcurrencyError,
     HitlError,
@@ -49,12 +52,20 @@ from .errors import (
 from .events.models import EventType, make_event
 from .events.publisher import EventPublisher
 from .links import LinkSigner
-from .registry import WorkflowSpec
+from .notify.models import Recipient
+from .notify.models import RequestView as NotifiedRequest
+from .registry import StartContext, WorkflowSpec
 from .serialization import decode, plain
 from .settings import Settings
 from .views import AuditRecordView, AuditView, HealthView, InboxPage, RequestView, SessionView
 from .workflow.events import RequestInfoEvent, WorkflowEvent
-from .workflow.request_info import find_response_type, request_data_view, response_json_schema
+from .workflow.request_info import (
+    approver_entries,
+    find_response_type,
+    request_data_view,
+    response_json_schema,
+    split_entries,
+)
 from .workflow.runner import Phase, RunOptions, fingerprint
 from .workflow.workflow import Workflow
 
@@ -62,22 +73,6 @@ logger = logging.getLogger("hitl_core.service")
 
 SYSTEM_ACTOR = "system"
 _PUBLISHED_MEMORY = 10_000
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is acting, as established by the host (Easy Auth principal, dev header, signed link)."""
-
-    user: str | None = None
-    roles: tuple[str, ...] = ()
-    source: str | None = None
-    via: str = "api"
-
-    def identities(self) -> set[str]:
-        found = {r.lower() for r in self.roles}
-        if self.user:
-            found.add(self.user.lower())
-        return found
 
 
 @dataclass(frozen=True)
@@ -103,8 +98,11 @@ class HitlService:
         publisher: EventPublisher,
         workflows: Iterable[WorkflowSpec],
         signer: LinkSigner | None = None,
+        directory: Directory | None = None,
     ) -> None:
         self.settings = settings
+        self.access = AccessPolicy(directory)
+        self.directory = self.access.directory
         self.storage = storage
         self.publisher = publisher
         self.signer = signer
@@ -166,6 +164,39 @@ class HitlService:
         token = self.signer.sign(session_id, call_id, approver)
         return f"{self.settings.public_base_url}/api/decide?token={token}"
 
+    async def notification_recipients(self, request: NotifiedRequest) -> list[Recipient]:
+        """Who is e-mailed about a request, each with a decision link minted for them alone.
+
+        Named users and the members of named roles, through the directory, without the request's
+        subject (and initiator, under separation of duties): they could not decide anyway. When
+        nobody named can be e-mailed, the fallback addresses (``HITL_NOTIFY_DEFAULT_RECIPIENTS``)
+        get a sign-in link, which decides as whoever signs in.
+        """
+        stored = await self.storage.load(request.session_id)
+        pending = stored.checkpoint.find_pending(request.call_id) if stored else None
+        if stored is None or pending is None:
+            return []
+        cp = stored.checkpoint
+        excluded = {pending.subject} if pending.subject else set()
+        if cp.metadata.get("separation_of_duties") and cp.metadata.get("started_by"):
+            excluded.add(str(cp.metadata["started_by"]).lower())
+        users, roles = split_entries(pending.approvers)
+        people: dict[str, Person] = {}
+        for user in users:
+            person = await self.directory.person(user)
+            if person is not None:
+                people.setdefault(person.id.lower(), person)
+        for role in roles:
+            for person in await self.directory.members(role):
+                people.setdefault(person.id.lower(), person)
+        found = [Recipient(email=p.email, person_id=key, name=p.label,
+                           decide_url=self.decide_url(cp.session_id, pending.call_id, key))
+                 for key, p in people.items() if p.email and key not in excluded]
+        if found:
+            return found
+        return [Recipient(email=address, decide_url=self.decide_url(cp.session_id, pending.call_id))
+                for address in self.settings.notify_default_recipients]
+
     def request_view(self, cp: WorkflowCheckpoint, pending: PendingRequest, *, with_link: bool = False) -> RequestView:
         return RequestView(
             call_id=pending.call_id,
@@ -178,6 +209,7 @@ class HitlService:
             created_at=pending.created_at,
             deadline=pending.deadline,
             approvers=list(pending.approvers),
+            subject=pending.subject,
             status="pending",
             decide_url=self.decide_url(cp.session_id, pending.call_id) if with_link else None,
         )
@@ -202,7 +234,7 @@ class HitlService:
             if isinstance(event, RequestInfoEvent):
                 pending = cp.find_pending(event.request_id)
                 if pending is not None:
-                    view = self.request_view(cp, pending, with_link=True)
+                    view = self.request_view(cp, pending)
                     cp.outbox.append(make_event(EventType.REQUEST_CREATED, workflow=cp.workflow,
                                                 session_id=cp.session_id, call_id=pending.call_id,
                                                 data=view.model_dump(mode="json")))
@@ -328,9 +360,16 @@ class HitlService:
         await self.drain()
         return {"published": published, "recovered": recovered, "scanned": seen}
 
-    def _options(self, caller: Caller | None, decided: set[str] | None, **extra: Any) -> RunOptions:
-        """RunOptions whose save hook writes the outbox and the audit records."""
+    def _options(self, caller: Caller | None, decided: set[str] | None, who: Identity | None = None,
+                 actor: str | None = None, **extra: Any) -> RunOptions:
+        """RunOptions whose save hook writes the outbox and the audit records.
+
+        ``who`` is the caller resolved through the directory: decisions and audit records name
+        the person by directory id (the sign-in spelling only when the directory does not know it).
+        """
         decided_ids = decided or set()
+        actor = actor or (who.person_id if who is not None and who.person_id else None) or \
+            (caller.user if caller else None)
 
         def hook(cp: WorkflowCheckpoint, events: Sequence[WorkflowEvent], phase: Phase) -> Sequence[AuditRecord]:
             # what this process already published needs no second write to leave the outbox
@@ -347,47 +386,63 @@ class HitlService:
                         ))
                         cp.outbox.append(self._resolved_event(cp, decision))
             elif phase == "cancel":
-                records.append(append_record(cp, "cancelled", actor=caller.user if caller else None,
+                records.append(append_record(cp, "cancelled", actor=actor,
                                              source=caller.source if caller else None))
                 for decision in cp.decisions:
                     if decision.outcome == "cancelled" and decision.call_id in decided_ids:
                         cp.outbox.append(self._resolved_event(cp, decision))
             elif phase == "start":
-                records.append(append_record(cp, "started", actor=caller.user if caller else None,
-                                             source=caller.source if caller else None))
+                records.append(append_record(cp, "started", actor=actor,
+                                             source=caller.source if caller else None,
+                                             detail={"via": caller.via} if caller else {}))
             self._announce(cp, events, phase)
             return records
 
         return RunOptions(
-            decided_by=caller.user if caller else SYSTEM_ACTOR,
+            decided_by=actor if caller else SYSTEM_ACTOR,
+            decided_via=caller.via if caller else "system",
+            prepare=self.access.prepare,
             save_hook=hook,
             finished_ttl_seconds=self._ttl(),
             **extra,
         )
 
     # ------------------------------------------------------------------ operations
+    async def _may_start(self, who: Identity) -> str | None:
+        """The initiator recorded for a start, or raise when the caller may not start sessions."""
+        if who.client_id and who.client_id in self.settings.start_principals:
+            return who.person_id or f"app:{who.client_id}"
+        if self.settings.auth_mode == "easyauth" and not who.known:
+            raise NotAuthorizedError("starting a session needs a signed-in person (App Service Authentication) or a "
+                                     "service principal listed in HITL_START_PRINCIPALS")
+        return who.person_id
+
     async def start(self, workflow: str, *, input: Any, session_id: str | None = None,
                     caller: Caller | None = None) -> StartResult:
         """Start a session (idempotent per session id and input)."""
         spec = self._spec(workflow)
+        who = await self.access.identify(caller)
+        initiator = await self._may_start(who) if caller is not None else None
         try:
             model = spec.input_model.model_validate(input)
         except ValidationError as exc:
             raise InputValidationError(workflow, _errors(exc)) from None
+        if spec.prepare_input is not None:
+            model = await spec.prepare_input(model, StartContext(directory=self.directory, initiator=initiator))
         digest = fingerprint({"workflow": workflow, "input": model.model_dump(mode="json")})
         sid = session_id or str(uuid.uuid4())
         existing = await self.storage.load(sid)
         if existing is not None:
-            return await self._existing_start(existing, workflow, digest)
-        opts = self._options(caller, None, input_fingerprint=digest,
-                             metadata={"started_by": caller.user if caller else None,
+            return await self._existing_start(existing, workflow, digest, who if caller is not None else None)
+        opts = self._options(caller, None, who, actor=initiator, input_fingerprint=digest,
+                             metadata={"started_by": initiator,
                                        "separation_of_duties": spec.separation_of_duties})
         runner = self.workflows[workflow].runner(self.storage)
         try:
             cp = await self._run(runner.start(sid, spec.start_message(model), opts, check_exists=False), opts)
         except ConcurrencyError:  # the same session id was started concurrently
             stored = await self._load(sid)
-            return await self._existing_start(stored, workflow, digest)
+            return await self._existing_start(stored, workflow, digest, who if caller is not None else None)
         return StartResult(created=True, session=self.session_view(cp))
 
     async def _run(self, stream: AsyncIterator[WorkflowEvent], opts: RunOptions) -> WorkflowCheckpoint:
@@ -414,8 +469,11 @@ class HitlService:
             logger.info("session %s ended in failure: %s", opts.saved.checkpoint.session_id, exc)
         await self._publish(opts.saved)
 
-    async def _existing_start(self, stored: StoredCheckpoint, workflow: str, digest: str) -> StartResult:
+    async def _existing_start(self, stored: StoredCheckpoint, workflow: str, digest: str,
+                              who: Identity | None) -> StartResult:
         cp = stored.checkpoint
+        if who is not None and not self.access.may_read(who, cp):
+            raise SessionConflictError(f"session id {cp.session_id!r} is taken", session_id=cp.session_id)
         if cp.workflow != workflow or cp.input_fingerprint != digest:
             raise SessionConflictError(
                 f"session {cp.session_id!r} exists already with "
@@ -425,8 +483,18 @@ class HitlService:
         await self._publish(stored if cp.status != "running" else None)
         return StartResult(created=False, session=self.session_view(cp))
 
-    async def get_session(self, session_id: str) -> SessionView:
+    async def _load_visible(self, session_id: str, caller: Caller | None) -> tuple[StoredCheckpoint, Identity | None]:
+        """The session if the caller may read it; otherwise "not found", so no id leaks its existence."""
         stored = await self._load(session_id)
+        if caller is None:
+            return stored, None
+        who = await self.access.identify(caller)
+        if not self.access.may_read(who, stored.checkpoint):
+            raise SessionNotFoundError(session_id)
+        return stored, who
+
+    async def get_session(self, session_id: str, *, caller: Caller | None = None) -> SessionView:
+        stored, _ = await self._load_visible(session_id, caller)
         cp = stored.checkpoint
         if cp.status == "running" and not self._lease_live(cp) and cp.workflow in self.workflows:
             return self.session_view(await self._recover(cp))
@@ -445,21 +513,23 @@ class HitlService:
         await self._drive(self.workflows[cp.workflow].runner(self.storage).recover(cp.session_id, opts), opts)
         return (await self._load(cp.session_id)).checkpoint
 
-    def authorize(self, pending: PendingRequest, caller: Caller | None, cp: WorkflowCheckpoint) -> None:
-        """Only the request's approvers may decide (a request without approvers: anyone)."""
+    async def authorize(self, pending: PendingRequest, caller: Caller | None, cp: WorkflowCheckpoint) -> Identity:
+        """The caller as a person who may decide ``pending``; raises :class:`NotAuthorizedError` otherwise."""
+        who = await self.access.identify(caller)
         if caller is None or caller.via == "system":
-            return
-        if self.settings.auth_mode == "easyauth" and caller.user is None:
-            raise NotAuthorizedError("deciding needs an authenticated caller (App Service Authentication)")
-        allowed = {a.lower() for a in pending.approvers}
-        if allowed and not (caller.identities() & allowed):
-            raise NotAuthorizedError(
-                f"{caller.user or 'an anonymous caller'} is not an approver of request {pending.call_id!r}"
-            )
-        initiator = cp.metadata.get("started_by")
-        if cp.metadata.get("separation_of_duties") and initiator and caller.user and \
-                caller.user.lower() == str(initiator).lower():
-            raise NotAuthorizedError(f"{caller.user} started session {cp.session_id!r} and may not approve it")
+            return who
+        reason = self.access.refusal_to_decide(who, pending, cp)
+        if reason is not None:
+            raise NotAuthorizedError(reason)
+        return who
+
+    async def may_decide(self, session_id: str, call_id: str, caller: Caller) -> str | None:
+        """Why ``caller`` may not decide the pending request (None: they may). Reads only."""
+        cp = (await self._load(session_id)).checkpoint
+        pending = cp.find_pending(call_id)
+        if pending is None:
+            return f"request {json.dumps(call_id)} is not pending"
+        return self.access.refusal_to_decide(await self.access.identify(caller), pending, cp)
 
     async def respond(self, session_id: str, call_id: str, result: Any, *, caller: Caller | None = None) -> SessionView:
         """Apply a person's decision; exactly one concurrent decision wins."""
@@ -468,56 +538,101 @@ class HitlService:
         runner = self.workflows.get(cp.workflow)
         if runner is None:
             raise UnknownWorkflowError(cp.workflow, list(self.specs))
+        who = await self.access.identify(caller)
+        if caller is not None and caller.via != "system" and not self.access.may_read(who, cp):
+            await self.audit_refusal(session_id, call_id, caller, "the caller may not see this session", who=who)
+            raise SessionNotFoundError(session_id)
         pending = cp.find_pending(call_id)
         if pending is not None:
             try:
-                self.authorize(pending, caller, cp)
+                who = await self.authorize(pending, caller, cp)
             except NotAuthorizedError as exc:
-                await self.audit_refusal(session_id, call_id, caller, str(exc))
+                await self.audit_refusal(session_id, call_id, caller, str(exc), who=who)
                 raise
-        opts = self._options(caller, {call_id})
+        opts = self._options(caller, {call_id}, who)
         return self.session_view(await self._run(runner.runner(self.storage).resume(session_id, {call_id: result},
                                                                                      opts), opts))
 
-    async def audit_refusal(self, session_id: str, call_id: str | None, caller: Caller | None, reason: str) -> None:
-        """A refused attempt is audited; the request itself stays exactly as it was."""
+    async def audit_refusal(self, session_id: str, call_id: str | None, caller: Caller | None, reason: str, *,
+                            who: Identity | None = None) -> bool:
+        """A refused attempt is audited; the request itself stays exactly as it was.
+
+        At most ``HITL_REFUSAL_AUDIT_LIMIT`` refusals per request per hour are written, so a
+        stream of refused attempts cannot flood the audit trail; answers whether one was written.
+        """
+        if who is None and caller is not None:
+            who = await self.access.identify(caller)
+        actor = (who.person_id if who is not None and who.person_id else None) or (caller.user if caller else None)
         for _ in range(5):
             stored = await self.storage.load(session_id)
             if stored is None:
-                return
+                return False
             cp = stored.checkpoint
-            record = append_record(cp, "refused", call_id=call_id, actor=caller.user if caller else None,
-                                   source=caller.source if caller else None, detail={"reason": reason})
+            if not _count_refusal(cp, call_id, self.settings.refusal_audit_limit):
+                logger.warning("refusal on %s/%s not audited: over HITL_REFUSAL_AUDIT_LIMIT this hour",
+                               session_id, call_id)
+                return False
+            detail: dict[str, Any] = {"reason": reason, "via": caller.via if caller else "system"}
+            record = append_record(cp, "refused", call_id=call_id, actor=actor,
+                                   source=caller.source if caller else None, detail=detail)
             ttl = self._ttl_for(cp)
             try:
                 await self.storage.save(cp, expected_version=stored.version, ttl_seconds=ttl, audit=[record])
-                return
+                return True
             except ConcurrencyError:
                 continue
+        return False
 
     async def cancel(self, session_id: str, *, caller: Caller | None = None) -> SessionView:
         stored = await self._load(session_id)
         cp = stored.checkpoint
+        who = await self.access.identify(caller) if caller is not None else None
+        if who is not None and not self.access.may_read(who, cp):
+            await self.audit_refusal(session_id, None, caller, "the caller may not see this session", who=who)
+            raise SessionNotFoundError(session_id)
+        if who is not None and not self.access.may_cancel(who, cp):
+            reason = (f"{who.label or 'an anonymous caller'} may not cancel session {json.dumps(session_id)}: only "
+                      "its initiator or the admins role may")
+            await self.audit_refusal(session_id, None, caller, reason, who=who)
+            raise NotAuthorizedError(reason)
         workflow = self.workflows.get(cp.workflow)
         if workflow is None:
             raise UnknownWorkflowError(cp.workflow, list(self.specs))
-        opts = self._options(caller, set(cp.pending_call_ids()))
+        opts = self._options(caller, set(cp.pending_call_ids()), who)
         await workflow.runner(self.storage).cancel(session_id, opts)
         await self._publish(opts.saved)
         assert opts.saved is not None
         return self.session_view(opts.saved.checkpoint)
 
     async def inbox(self, *, workflow: str | None = None, assignee: str | None = None,
-                    continuation: str | None = None, limit: int = 50) -> InboxPage:
-        page = await self.storage.list_pending_requests(workflow=workflow, assignee=assignee,
-                                                        continuation=continuation, limit=limit)
+                    continuation: str | None = None, limit: int = 50, caller: Caller | None = None,
+                    scope: str = "mine") -> InboxPage:
+        """What the caller may decide (``scope="all"``: every pending request, admins and auditors only)."""
+        assignees: list[str] | None = None
+        if caller is not None:
+            who = await self.access.identify(caller)
+            wide = who.is_any(ADMINS, AUDITORS)
+            if (scope == "all" or assignee is not None) and not wide:
+                raise NotAuthorizedError("only the admins and auditors roles may list other people's requests")
+            if scope != "all" and assignee is None:
+                assignees = who.assignee_keys()
+                if not assignees:
+                    return InboxPage(items=[], continuation=None)
+        if assignees is not None:
+            page = await self.storage.list_pending_requests(workflow=workflow, assignees=assignees,
+                                                            continuation=continuation, limit=limit)
+        else:
+            page = await self.storage.list_pending_requests(workflow=workflow, assignee=assignee,
+                                                            continuation=continuation, limit=limit)
         items = []
         for entry in page.items:
             cp_stub = WorkflowCheckpoint.model_construct(session_id=entry.session_id, workflow=entry.workflow)
             items.append(self.request_view(cp_stub, entry.request))
         return InboxPage(items=items, continuation=page.continuation)
 
-    async def audit(self, session_id: str, *, verify: bool = False) -> AuditView:
+    async def audit(self, session_id: str, *, verify: bool = False, caller: Caller | None = None) -> AuditView:
+        if caller is not None:
+            await self._load_visible(session_id, caller)
         records = await self.storage.list_audit(session_id)
         if not records and await self.storage.load(session_id) is None:
             raise SessionNotFoundError(session_id)
@@ -554,7 +669,7 @@ class HitlService:
         pending = cp.find_pending(call_id)
         if pending is None:
             return False
-        data = self.request_view(cp, pending, with_link=True).model_dump(mode="json")
+        data = self.request_view(cp, pending).model_dump(mode="json")
         data["reminder_number"] = number
         await self.publisher.publish([make_event(EventType.REQUEST_REMINDER, workflow=cp.workflow,
                                                  session_id=session_id, call_id=call_id, data=data,
@@ -563,7 +678,7 @@ class HitlService:
 
     async def apply_timeout(self, session_id: str, call_id: str) -> TimeoutOutcome:
         """The deadline passed: apply the request's policy (expire | auto_respond | escalate)."""
-        system = Caller(user=SYSTEM_ACTOR, source="deadline", via="system")
+        system = Caller(user=SYSTEM_ACTOR, source="deadline", via="system", auth="system")
         while True:
             stored = await self.storage.load(session_id)
             if stored is None:
@@ -579,7 +694,8 @@ class HitlService:
             if action == "auto_respond":
                 try:
                     await self.respond(session_id, call_id, policy.get("default"),
-                                       caller=Caller(user="system:auto_respond", source="deadline", via="system"))
+                                       caller=Caller(user="system:auto_respond", source="deadline", via="system",
+                                                     auth="system"))
                 except RequestAlreadyHandledError:
                     return TimeoutOutcome("decided")
                 return TimeoutOutcome("auto_responded")
@@ -587,14 +703,16 @@ class HitlService:
                 extend = int(policy.get("extend_seconds", self.settings.reminder_interval_seconds))
                 new_deadline = utcnow() + dt.timedelta(seconds=extend)
                 previous = list(pending.approvers)
-                pending.approvers = list(policy.get("escalate_to", previous))
+                pending.approvers = approver_entries(policy.get("escalate_to", previous))
+                await self.access.resolve_request(pending)
+                grant_access(cp, [pending])
                 pending.deadline = new_deadline
                 policy["escalated"] = True
                 pending.policy = policy
                 record = append_record(cp, "escalated", call_id=call_id, actor=system.user, source=system.source,
                                        detail={"from": previous, "to": pending.approvers,
                                                "deadline": new_deadline.isoformat()})
-                data = self.request_view(cp, pending, with_link=True).model_dump(mode="json")
+                data = self.request_view(cp, pending).model_dump(mode="json")
                 data["escalated_from"] = previous
                 cp.outbox.append(make_event(EventType.REQUEST_ESCALATED, workflow=cp.workflow, session_id=session_id,
                                             call_id=call_id, data=data))
@@ -635,6 +753,21 @@ class HitlService:
         await self.drain()
         await self.publisher.close()
         await self.storage.close()
+        await self.directory.close()
+
+
+def _count_refusal(cp: WorkflowCheckpoint, call_id: str | None, limit: int) -> bool:
+    """Count a refusal against the request's hourly allowance; False when it is used up."""
+    windows: dict[str, Any] = cp.metadata.setdefault("refusals", {})
+    key = call_id or "-"
+    now = utcnow()
+    start, count = windows.get(key, [now.isoformat(), 0])
+    if dt.datetime.fromisoformat(start) <= now - dt.timedelta(hours=1):
+        start, count = now.isoformat(), 0
+    if count >= limit:
+        return False
+    windows[key] = [start, count + 1]
+    return True
 
 
 def _errors(exc: ValidationError) -> list[dict[str, Any]]:

@@ -67,10 +67,11 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Who is who (people, e-mails, roles, managers): none | file | graph (Microsoft Entra ID via "
                 "Microsoft Graph, with the app's managed identity)."),
     SettingSpec("HITL_DIRECTORY_FILE", None,
-                "The JSON directory file for HITL_DIRECTORY=file (`make run` uses devhost/demo-directory.json)."),
+                "The JSON directory file for HITL_DIRECTORY=file (`make run` uses devhost/demo-directory.json).",
+                local_only=True),
     SettingSpec("HITL_GRAPH_ROLE_GROUPS", None,
                 "Roles backed by Entra groups for HITL_DIRECTORY=graph: comma-separated role=group-object-id "
-                "(e.g. finance=0b1c...,admins=7f2e...); app-role assignments count too."),
+                "(e.g. finance=0b1c...,admins=7f2e...). App roles in a signed-in caller's token count too."),
     SettingSpec("HITL_GRAPH_BASE_URL", "https://graph.microsoft.com/v1.0",
                 "Microsoft Graph endpoint (tests point it at a local protocol stand-in).", local_only=True),
     SettingSpec("HITL_DIRECTORY_CACHE_SECONDS", "300",

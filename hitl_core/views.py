@@ -31,7 +31,10 @@ class RequestView(_View):
     response_schema: dict[str, Any]
     created_at: dt.datetime | None = None
     deadline: dt.datetime | None = None
+    #: Who may answer: ``user:<directory id>`` and ``role:<name>`` entries.
     approvers: list[str] = Field(default_factory=list)
+    #: The person the request is about (directory id); they may not answer it.
+    subject: str | None = None
     status: RequestStatus = "pending"
     decide_url: str | None = None
 

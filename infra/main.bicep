@@ -6,6 +6,8 @@
 //     -> Storage (host, Durable task hub, deployment package)           Blob Owner, Queue/Table Contributor
 //     -> Key Vault (link signing keys, webhook/SMTP secrets)            Key Vault Secrets User
 //     -> Application Insights + Log Analytics (Entra ID auth)           Monitoring Metrics Publisher
+//     -> Microsoft Graph (the Entra ID directory, HITL_DIRECTORY=graph)   User.Read.All, GroupMember.Read.All
+//        (application permissions: granted by the azd postprovision hook, infra/hooks/postprovision)
 //   Event Grid subscriptions -> notify_reviewers, track_deadlines (dead-letter to blob), once the
 //   code is deployed (track_deadlines drives the Durable deadline orchestration request_deadline).
 //
@@ -145,6 +147,28 @@ param expenseManagerDeadlineSeconds string = ''
 @description('HITL_EXPENSE_FINANCE_DEADLINE_SECONDS; empty: the code default (3 days).')
 param expenseFinanceDeadlineSeconds string = ''
 
+@description('Who is who (HITL_DIRECTORY): graph reads people, managers and role groups from Microsoft Entra ID with the app\'s managed identity (the postprovision hook grants it the Microsoft Graph permissions User.Read.All and GroupMember.Read.All); none knows only who signs in.')
+@allowed([
+  'graph'
+  'none'
+])
+param directory string = 'graph'
+
+@description('Roles backed by Entra groups (HITL_GRAPH_ROLE_GROUPS): comma-separated role=group-object-id, e.g. finance=<id>,admins=<id>; empty: no role comes from a group.')
+param graphRoleGroups string = ''
+
+@description('HITL_DIRECTORY_CACHE_SECONDS; empty: the code default (300 s).')
+param directoryCacheSeconds string = ''
+
+@description('HITL_TRUSTED_PROXY_HOPS: X-Forwarded-For entries appended by proxies you trust; App Service\'s front end appends one (add one per proxy in front of it, e.g. Front Door).')
+param trustedProxyHops string = '1'
+
+@description('HITL_START_PRINCIPALS: comma-separated client ids of service principals (daemon apps) that may start sessions; empty: only signed-in people.')
+param startPrincipals string = ''
+
+@description('HITL_REFUSAL_AUDIT_LIMIT; empty: the code default (20 audited refusals per request per hour).')
+param refusalAuditLimit string = ''
+
 var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
 var tags = {
   'azd-env-name': environmentName
@@ -277,6 +301,12 @@ module appSettings './modules/app-settings.bicep' = {
     reminderIntervalSeconds: reminderIntervalSeconds
     expenseManagerDeadlineSeconds: expenseManagerDeadlineSeconds
     expenseFinanceDeadlineSeconds: expenseFinanceDeadlineSeconds
+    directory: directory
+    graphRoleGroups: graphRoleGroups
+    directoryCacheSeconds: directoryCacheSeconds
+    trustedProxyHops: trustedProxyHops
+    startPrincipals: startPrincipals
+    refusalAuditLimit: refusalAuditLimit
   }
 }
 
@@ -309,6 +339,9 @@ module eventSubscription './modules/eventgrid-subscription.bicep' = if (!empty(e
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = subscription().tenantId
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.functionAppName
+// Read by infra/hooks/postprovision: whose Microsoft Graph permissions to grant, and whether any are needed.
+output AZURE_FUNCTION_APP_PRINCIPAL_ID string = functionApp.outputs.principalId
+output HITL_DIRECTORY string = directory
 output FUNCTION_APP_URL string = functionApp.outputs.url
 output HITL_PUBLIC_BASE_URL string = appSettings.outputs.publicBaseUrl
 output HITL_COSMOS_ENDPOINT string = cosmos.outputs.endpoint

@@ -1,6 +1,7 @@
 """content-review — the seed's scenario as a service workflow.
 
-Input ``{"draft": str}`` (optionally ``"reviewers": [...]``, who may decide). Each round asks a
+Input ``{"draft": str}`` (optionally ``"reviewers": [...]``: the people — directory ids or e-mails —
+who may decide; without it, any member of the ``reviewers`` role may). Each round asks a
 person ``{"draft", "iteration"}`` and expects ``{"approved": bool, "feedback": str = ""}``.
 Approved -> output ``{"published": <draft>}``. Rejected -> the draft is revised with the
 feedback and a new request (new call_id, iteration + 1) is raised; after 3 rejections ->
@@ -15,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from hitl_core import (
+    Approvers,
     CheckpointStorage,
     Executor,
     RequestInfoExecutor,
@@ -30,6 +32,7 @@ from hitl_core.settings import Settings
 
 NAME = "content-review"
 MAX_REJECTIONS = 3
+REVIEWERS_ROLE = "reviewers"
 
 
 class ContentReviewInput(BaseModel):
@@ -48,6 +51,11 @@ class DraftReviewRequest(RequestInfoMessage):
     iteration: int = 1
 
 
+def reviewers(named: list[str]) -> Approvers | list[str]:
+    """The named reviewers (each a person, or ``role:<name>``), or else anyone with the ``reviewers`` role."""
+    return list(named) if named else Approvers(roles=[REVIEWERS_ROLE])
+
+
 def revise(draft: str, feedback: str) -> str:
     """Stand-in for the model call that rewrites the draft from the reviewer's feedback."""
     note = feedback.strip() or "no feedback given"
@@ -61,7 +69,7 @@ class Editor(Executor):
     @handler
     async def start(self, job: ContentReviewInput, ctx: WorkflowContext[DraftReviewRequest]) -> None:
         await ctx.set_state({"draft": job.draft, "iteration": 1, "reviewers": job.reviewers})
-        await ctx.send_message(DraftReviewRequest(draft=job.draft, iteration=1, approvers=job.reviewers),
+        await ctx.send_message(DraftReviewRequest(draft=job.draft, iteration=1, approvers=reviewers(job.reviewers)),
                                target_id="request_info")
 
     @handler
@@ -81,7 +89,8 @@ class Editor(Executor):
         state["draft"] = revise(state["draft"], answer.data.feedback)
         await ctx.set_state(state)
         await ctx.send_message(
-            DraftReviewRequest(draft=state["draft"], iteration=state["iteration"], approvers=state["reviewers"]),
+            DraftReviewRequest(draft=state["draft"], iteration=state["iteration"],
+                               approvers=reviewers(state["reviewers"])),
             target_id="request_info",
         )
 

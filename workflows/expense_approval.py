@@ -1,10 +1,13 @@
-"""expense-approval — a manager approves; above 1000 finance approves too.
+"""expense-approval — the employee's manager approves; above 1000 the finance role approves too.
 
-Input ``{"employee": str, "amount": number > 0, "currency": str, "description": str}`` (optionally
-``"manager"``: who may approve the first step; default role ``managers``). Each request expects
-``{"approved": bool, "comment": str = ""}`` and has a deadline from settings: the manager's
-request escalates to ``finance-managers`` at its deadline, the finance request expires.
-Output ``{"status": "approved" | "rejected", "amount": ..., "decided_by": [...]}``.
+Input ``{"employee": str, "amount": number > 0, "currency": str, "description": str}``. The
+employee must be a person in the directory, and the first approver is **their manager there**:
+the initiator does not choose who approves (an initiator-supplied ``manager`` is refused). The
+employee is the requests' *subject*: they may not approve their own expense, and neither may
+whoever started the session (separation of duties), compared by directory identity.
+Each request expects ``{"approved": bool, "comment": str = ""}`` and has a deadline from settings:
+the manager's request escalates to the ``finance-managers`` role at its deadline, the finance
+request expires. Output ``{"status": "approved" | "rejected", "amount": ..., "decided_by": [...]}``.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from hitl_core import (
+    Approvers,
     CheckpointStorage,
     Executor,
     RequestInfoExecutor,
@@ -26,7 +30,8 @@ from hitl_core import (
     WorkflowContext,
     handler,
 )
-from hitl_core.registry import WorkflowSpec
+from hitl_core.errors import InputValidationError
+from hitl_core.registry import StartContext, WorkflowSpec
 from hitl_core.settings import Settings
 
 NAME = "expense-approval"
@@ -34,11 +39,34 @@ FINANCE_THRESHOLD = 1000
 
 
 class ExpenseInput(BaseModel):
-    employee: str = Field(min_length=1, max_length=200)
-    amount: float = Field(gt=0)
+    model_config = ConfigDict(extra="forbid")
+
+    employee: str = Field(min_length=1, max_length=200, description="The employee (directory id or e-mail).")
+    amount: float = Field(gt=0, allow_inf_nan=False)
     currency: str = Field(min_length=3, max_length=3, pattern=r"^[A-Z]{3}$")
     description: str = Field(min_length=1, max_length=2000)
-    manager: str | None = Field(default=None, max_length=200)
+
+
+class ExpenseClaim(ExpenseInput):
+    """The input completed from the directory: who the employee is, who their manager is."""
+
+    employee_id: str
+    manager_id: str
+
+
+async def resolve_claim(model: BaseModel, context: StartContext) -> BaseModel:
+    """The employee and their manager from the directory (the truth), not from the initiator."""
+    claim = ExpenseInput.model_validate(model.model_dump())
+    employee = await context.directory.person(claim.employee)
+    if employee is None:
+        raise InputValidationError(NAME, [{"loc": ["employee"], "msg": f"{claim.employee} is not in the directory",
+                                           "type": "unknown_person"}])
+    manager = await context.directory.manager_of(employee.id)
+    if manager is None:
+        raise InputValidationError(NAME, [{"loc": ["employee"],
+                                           "msg": f"the directory names no manager for {employee.label}",
+                                           "type": "no_manager"}])
+    return ExpenseClaim(**claim.model_dump(), employee_id=employee.id, manager_id=manager.id)
 
 
 class ApprovalDecision(BaseModel):
@@ -64,20 +92,21 @@ class ExpenseApprover(Executor):
     def _request(self, claim: dict[str, Any], stage: Literal["manager", "finance"]) -> ExpenseApprovalRequest:
         now = dt.datetime.now(dt.UTC)
         if stage == "manager":
-            approvers = [claim["manager"]] if claim.get("manager") else ["managers"]
+            approvers = Approvers(users=[claim["manager_id"]])
             deadline = now + dt.timedelta(seconds=self.manager_deadline_s)
-            policy = {"action": "escalate", "escalate_to": ["finance-managers"],
+            policy = {"action": "escalate", "escalate_to": ["role:finance-managers"],
                       "extend_seconds": self.finance_deadline_s, "then": "expire"}
         else:
-            approvers = ["finance"]
+            approvers = Approvers(roles=["finance"])
             deadline = now + dt.timedelta(seconds=self.finance_deadline_s)
             policy = {"action": "expire"}
         return ExpenseApprovalRequest(stage=stage, employee=claim["employee"], amount=claim["amount"],
                                       currency=claim["currency"], description=claim["description"],
-                                      approvers=approvers, deadline=deadline, timeout_policy=policy)
+                                      approvers=approvers, deadline=deadline, timeout_policy=policy,
+                                      subject=claim["employee_id"])
 
     @handler
-    async def submit(self, claim: ExpenseInput, ctx: WorkflowContext[ExpenseApprovalRequest]) -> None:
+    async def submit(self, claim: ExpenseClaim, ctx: WorkflowContext[ExpenseApprovalRequest]) -> None:
         state = {**claim.model_dump(), "decided_by": []}
         await ctx.set_state(state)
         await ctx.send_message(self._request(state, "manager"), target_id="request_info")
@@ -114,5 +143,5 @@ def build(storage: CheckpointStorage, settings: Settings) -> Workflow:
 
 
 SPEC = WorkflowSpec(name=NAME, input_model=ExpenseInput, build=build,
-                    description="Manager approval, plus finance approval above 1000.",
-                    separation_of_duties=True)
+                    description="The employee's manager approves (from the directory), plus finance above 1000.",
+                    separation_of_duties=True, prepare_input=resolve_claim)

@@ -27,6 +27,8 @@ from .models import (
 )
 
 DEFAULT_MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+#: Most assignee keys one inbox call may filter by (a person's id plus each of their roles).
+MAX_INBOX_ASSIGNEES = 50
 Clock = Callable[[], float]
 
 
@@ -74,10 +76,18 @@ class CheckpointStorage(Protocol):
         *,
         workflow: str | None = None,
         assignee: str | None = None,
+        assignees: Sequence[str] | None = None,
         limit: int = 50,
         continuation: str | None = None,
     ) -> Page[PendingRequestEntry]:
-        """The reviewer inbox: pending requests, oldest first."""
+        """The reviewer inbox: pending requests, oldest first (created_at, session id, call id).
+
+        ``assignees`` keeps the requests whose ``approvers`` hold ANY of these keys (e.g. a
+        caller's ``user:<id>`` and each ``role:<name>``), each request once however many keys it
+        matches; an empty sequence matches nothing. ``assignee`` is the shorthand for one key;
+        passing both, or more than :data:`MAX_INBOX_ASSIGNEES` distinct keys, is a ValueError
+        (see :func:`inbox_assignees`). Continuation tokens page the filtered inbox exactly once.
+        """
         ...
 
     async def list_audit(self, session_id: str) -> list[AuditRecord]:
@@ -152,22 +162,52 @@ def inbox_entries(checkpoint: WorkflowCheckpoint) -> list[PendingRequestEntry]:
     ]
 
 
+def inbox_assignees(assignee: str | None, assignees: Sequence[str] | None) -> tuple[str, ...] | None:
+    """The assignee keys an inbox call filters by: None (no filter), else distinct keys in given order.
+
+    ``assignee`` is the one-key shorthand of ``assignees``. Raises ValueError when both are given
+    or when there are more than :data:`MAX_INBOX_ASSIGNEES` distinct keys, TypeError when
+    ``assignees`` is a bare string (a sequence of characters, almost certainly a mistake) or holds
+    something other than strings. An empty ``assignees`` gives ``()``: a filter nothing matches.
+    """
+    if assignee is not None and assignees is not None:
+        raise ValueError("list_pending_requests takes assignee= or assignees=, not both")
+    if assignee is not None:
+        if not isinstance(assignee, str):
+            raise TypeError(f"assignee must be a string, got {type(assignee).__name__}")
+        return (assignee,)
+    if assignees is None:
+        return None
+    if isinstance(assignees, str | bytes):
+        raise TypeError("assignees must be a sequence of strings, not a single string (use assignee=)")
+    keys = tuple(dict.fromkeys(assignees))
+    if not all(isinstance(k, str) for k in keys):
+        raise TypeError("assignees must hold strings only")
+    if len(keys) > MAX_INBOX_ASSIGNEES:
+        raise ValueError(f"list_pending_requests takes at most {MAX_INBOX_ASSIGNEES} assignee keys, "
+                         f"got {len(keys)}")
+    return keys
+
+
 def page_inbox(
     entries: Iterable[PendingRequestEntry],
     *,
     workflow: str | None,
-    assignee: str | None,
+    assignee: str | None = None,
+    assignees: Sequence[str] | None = None,
     limit: int,
     continuation: str | None,
 ) -> Page[PendingRequestEntry]:
     """Filter, order and page inbox entries held in memory (InMemory and File backends)."""
+    keys = inbox_assignees(assignee, assignees)
     after = tuple(decode_key_token(continuation, 3)) if continuation else None
+    wanted = frozenset(keys) if keys is not None else None
     selected = sorted(
         (
             e
             for e in entries
             if (workflow is None or e.workflow == workflow)
-            and (assignee is None or assignee in e.request.approvers)
+            and (wanted is None or not wanted.isdisjoint(e.request.approvers))
         ),
         key=inbox_key,
     )

@@ -108,6 +108,7 @@ from .base import (
     decode_token,
     encode_document,
     encode_token,
+    inbox_assignees,
     inbox_key,
     sort_stamp,
 )
@@ -785,21 +786,25 @@ class CosmosDBCheckpointStorage:
         *,
         workflow: str | None = None,
         assignee: str | None = None,
+        assignees: Sequence[str] | None = None,
         limit: int = 50,
         continuation: str | None = None,
     ) -> Page[PendingRequestEntry]:
         """The reviewer inbox, oldest request first, paged by the keyset of the page's last row.
 
         One cross-partition query over session documents (see the module docstring); it never
-        runs on the start or resume path.
+        runs on the start or resume path. Assignee keys become ``ARRAY_CONTAINS(c.assignees, @aN)``
+        clauses joined by OR (each key a parameter): a session document matches once however many
+        keys it holds, and its requests are then filtered one by one, so none is listed twice.
         """
+        keys = inbox_assignees(assignee, assignees)
         after: tuple[str, str, str] | None = None
         if continuation:
             values = decode_token(continuation, 3)
             if not all(isinstance(v, str) for v in values):
                 raise InvalidContinuationError("continuation token is malformed")
             after = (values[0], values[1], values[2])
-        if limit <= 0:
+        if limit <= 0 or keys == ():
             return Page[PendingRequestEntry](items=[], continuation=None)
         container = await self._ready()
         clauses = ["c.kind = @kind", "c.inbox_newest_created_at >= @after"]
@@ -812,9 +817,11 @@ class CosmosDBCheckpointStorage:
             clauses.append("c.workflow = @workflow")
             parameters.append({"name": "@workflow", "value": workflow})
             order = "c.kind, c.workflow, c.inbox_oldest_created_at"
-        if assignee is not None:
-            clauses.append("ARRAY_CONTAINS(c.assignees, @assignee)")
-            parameters.append({"name": "@assignee", "value": assignee})
+        if keys is not None:
+            # one ARRAY_CONTAINS per key (served by the /assignees/[] index): only @aN names are built here
+            clauses.append("(" + " OR ".join(f"ARRAY_CONTAINS(c.assignees, @a{n})" for n in range(len(keys))) + ")")
+            parameters.extend({"name": f"@a{n}", "value": key} for n, key in enumerate(keys))
+        wanted = frozenset(keys) if keys is not None else None
         where = " AND ".join(clauses)  # fixed clauses: every value travels as a parameter
         query = (
             "SELECT c.session_id, c.workflow, c.expires_at, c.inbox_oldest_created_at, c.inbox"  # noqa: S608
@@ -832,7 +839,7 @@ class CosmosDBCheckpointStorage:
                 continue
             for text in row.get("inbox") or ():
                 request = PendingRequest.model_validate_json(text)
-                if assignee is not None and assignee not in request.approvers:
+                if wanted is not None and wanted.isdisjoint(request.approvers):
                     continue
                 entry = PendingRequestEntry(session_id=row["session_id"], workflow=row["workflow"], request=request)
                 key = inbox_key(entry)

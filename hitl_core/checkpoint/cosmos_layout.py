@@ -13,12 +13,14 @@ The queries this policy serves (and nothing else is queried):
 * reviewer inbox (cross-partition)::
 
       WHERE c.kind = 'session' AND c.inbox_newest_created_at >= @after
-        [AND c.workflow = @workflow] [AND ARRAY_CONTAINS(c.assignees, @assignee)]
-        AND (IS_NULL(c.expires_at) OR c.expires_at > @now)
+        [AND c.workflow = @workflow]
+        [AND (ARRAY_CONTAINS(c.assignees, @a0) OR ARRAY_CONTAINS(c.assignees, @a1) ...)]
       ORDER BY c.kind, [c.workflow,] c.inbox_oldest_created_at
 
-  the two composite indexes below serve exactly these two ORDER BY shapes (a multi-property
-  ORDER BY *requires* its composite index; the equality-filtered properties lead it).
+  (expiry, ``expires_at``, is checked on the rows read). The two composite indexes below serve
+  exactly these two ORDER BY shapes (a multi-property ORDER BY *requires* its composite index; the
+  equality-filtered properties lead it); the assignee keys (a caller's ``user:`` id and each of
+  their ``role:`` keys, one to fifty) are served by the ``/assignees/[]`` range index.
 * session listing (admin, cross-partition): ``WHERE c.kind = 'session' AND c.session_id > @after
   [AND c.workflow = @w] [AND c.status = @s] ... ORDER BY c.session_id`` (single-property range index).
 * audit trail (single partition): ``WHERE c.session_id = @sid AND c.kind = 'audit'``.

@@ -42,6 +42,7 @@ from .base import (
     Clock,
     encode_document,
     expiry,
+    inbox_assignees,
     inbox_entries,
     page_inbox,
     page_sessions,
@@ -220,10 +221,12 @@ class FileCheckpointStorage:
         return page_sessions(summaries, workflow=workflow, status=status, limit=limit, continuation=continuation)
 
     async def list_pending_requests(self, *, workflow: str | None = None, assignee: str | None = None,
-                                    limit: int = 50, continuation: str | None = None) -> Page[PendingRequestEntry]:
+                                    assignees: Sequence[str] | None = None, limit: int = 50,
+                                    continuation: str | None = None) -> Page[PendingRequestEntry]:
+        keys = inbox_assignees(assignee, assignees)  # a bad filter fails before the folder scan
         checkpoints = await asyncio.to_thread(self._all)
         entries = [e for c in checkpoints for e in inbox_entries(c)]
-        return page_inbox(entries, workflow=workflow, assignee=assignee, limit=limit, continuation=continuation)
+        return page_inbox(entries, workflow=workflow, assignees=keys, limit=limit, continuation=continuation)
 
     async def list_audit(self, session_id: str) -> list[AuditRecord]:
         return await asyncio.to_thread(self._audit_sync, session_id)

@@ -17,6 +17,7 @@ from .base import (
     decode_document,
     encode_document,
     expiry,
+    inbox_assignees,
     inbox_entries,
     page_inbox,
     page_sessions,
@@ -97,10 +98,12 @@ class InMemoryCheckpointStorage:
         return page_sessions(summaries, workflow=workflow, status=status, limit=limit, continuation=continuation)
 
     async def list_pending_requests(self, *, workflow: str | None = None, assignee: str | None = None,
-                                    limit: int = 50, continuation: str | None = None) -> Page[PendingRequestEntry]:
+                                    assignees: Sequence[str] | None = None, limit: int = 50,
+                                    continuation: str | None = None) -> Page[PendingRequestEntry]:
+        keys = inbox_assignees(assignee, assignees)
         entries = [e for sid in list(self._rows) if (r := self._live(sid)) is not None
                    for e in inbox_entries(r.checkpoint)]
-        return page_inbox(entries, workflow=workflow, assignee=assignee, limit=limit, continuation=continuation)
+        return page_inbox(entries, workflow=workflow, assignees=keys, limit=limit, continuation=continuation)
 
     async def list_audit(self, session_id: str) -> list[AuditRecord]:
         return [AuditRecord.model_validate_json(t) for t in self._audit.get(session_id, [])]

@@ -39,8 +39,13 @@ class PendingRequest(_Model):
     request: Any
     created_at: dt.datetime
     deadline: dt.datetime | None = None
+    #: Canonical entries ``user:<person id>`` and ``role:<role>`` (plain strings in older checkpoints are users).
     approvers: list[str] = Field(default_factory=list)
     policy: dict[str, Any] = Field(default_factory=dict)
+    #: The person the request is about (an expense's employee), by directory id: never an approver of it.
+    subject: str | None = None
+    #: True once the service resolved ``approvers`` and ``subject`` through the directory.
+    resolved: bool = False
 
 
 class Decision(_Model):
@@ -54,6 +59,8 @@ class Decision(_Model):
     request_type: str
     result: Any
     decided_by: str | None = None
+    #: How the decider acted: ``api``, ``link`` (an e-mailed decision link), ``easyauth``, ``system``...
+    via: str | None = None
     decided_at: dt.datetime
     applied: bool = False
     outcome: Literal["answered", "cancelled", "expired", "auto_responded"] = "answered"

@@ -32,6 +32,11 @@ id joined by NUL bytes after an order-preserving escape (``\\0`` -> ``\\1\\1``, 
 order the other backends use, even for ids containing the separator. ``created_at`` is
 normalised to UTC first so the order is chronological whatever offset the caller used.
 
+An inbox for several assignee keys (a person's ``user:`` key and each ``role:`` key) walks the
+union of their ``idx:inbox:as:`` sets: the listing script merges them itself (a k-way merge over
+one cursor per set, in byte order, each member once), so a page is still one round trip, no
+temporary key is written, and memory is bounded by the number of keys times the batch size.
+
 Expiry: Redis drops ``session:`` and ``requests:`` itself when a finished session's TTL runs
 out, but cannot tell the indexes. Reads therefore check each index entry's session key; an
 entry whose session is gone is skipped and the session's ``refs:`` list is used, in the same
@@ -79,6 +84,7 @@ from .base import (
     decode_token,
     encode_document,
     encode_token,
+    inbox_assignees,
 )
 from .models import (
     AuditRecord,
@@ -167,42 +173,136 @@ redis.call('DEL', KEYS[1], KEYS[4])
 return {1, cur}
 """
 
-# KEYS: the inbox index to walk.
+# Byte order for Lua, exactly as ZRANGEBYLEX orders members. Lua's own string comparison uses
+# strcoll, i.e. the server's LC_COLLATE, which need not be byte order, so strings are compared
+# through a sort key instead: the bytes (zero-padded to whole chunks) read as big-endian unsigned
+# numbers by the struct library, W bytes each (6 below 2^53, exact in Lua's doubles; 4 on a build
+# whose C long cannot hold 48 bits), followed by the string's length. Common chunks decide; if
+# they tie, the string with fewer chunks, then the shorter one, is the prefix and comes first.
+_LUA_BYTE_ORDER = r"""
+local W = struct.unpack('>I6', '\1\0\0\0\0\0') == 1099511627776 and 6 or 4
+local sortkey_formats = {}
+local function sortkey(s)
+  local n = #s
+  local c = math.ceil(n / W)
+  local f = sortkey_formats[c]
+  if not f then
+    f = '>' .. string.rep('I' .. W, c)
+    sortkey_formats[c] = f
+  end
+  local k = {struct.unpack(f, s .. string.rep('\0', c * W - n))}
+  k[c + 1] = n
+  return k
+end
+local function before(x, y)
+  local cx, cy = #x - 1, #y - 1
+  for i = 1, (cx < cy and cx or cy) do
+    local a, b = x[i], y[i]
+    if a ~= b then return a < b end
+  end
+  if cx ~= cy then return cx < cy end
+  return x[cx + 1] < y[cy + 1]
+end
+"""
+
+# KEYS: the inbox indexes to walk; the script walks their UNION in member order, each member once
+#       (one index: no filter, a workflow's, or one assignee's; several: one per assignee key).
 # ARGV: prefix, start, want, budget, workflow filter flag, workflow
 # Returns {done, last member scanned, removed, (member, workflow, request json)...}
-_INBOX = _LUA_HELPERS + r"""
-local prefix, cursor = ARGV[1], ARGV[2]
+#
+# A k-way merge. Each index is read through a cursor that buffers one ZRANGEBYLEX batch at a time
+# (a share of the page, never more than the scan budget left), and a binary heap of the cursors,
+# ordered by _LUA_BYTE_ORDER, yields the smallest member next; every cursor showing that same
+# member moves past it, so a request listed under several keys is scanned and returned once.
+# Memory is bounded by the number of indexes times the batch; nothing is written but the lazy
+# cleanup (no temporary keys). The budget counts index entries consumed: a member under three of
+# the walked keys costs three. With one index there is no heap and no sort key.
+_INBOX = _LUA_HELPERS + _LUA_BYTE_ORDER + r"""
+local prefix, start = ARGV[1], ARGV[2]
 local want, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
 local by_workflow, workflow = ARGV[5] == '1', ARGV[6]
 local out, found, scanned, removed, last, done = {}, 0, 0, 0, '', 0
-while found < want and scanned < budget do
-  local batch = redis.call('ZRANGEBYLEX', KEYS[1], cursor, '+', 'LIMIT', 0,
-                           math.min(budget - scanned, math.max(want - found, 64)))
-  if #batch == 0 then done = 1 break end
-  for _, m in ipairs(batch) do
-    scanned = scanned + 1
-    last = m
-    local sid, call_id = parse_member(m)
-    local wf = redis.call('HGET', prefix .. 'session:' .. sid, 'workflow')
-    if not wf then
-      forget(prefix, sid)
-      redis.call('ZREM', KEYS[1], m)
-      removed = removed + 1
-    elseif (not by_workflow) or wf == workflow then
-      local doc = redis.call('HGET', prefix .. 'requests:' .. sid, call_id)
-      if doc then
-        out[#out + 1] = m
-        out[#out + 1] = wf
-        out[#out + 1] = doc
-        found = found + 1
-      else
-        redis.call('ZREM', KEYS[1], m)
-      end
-    end
-    if found >= want then break end
-  end
-  cursor = '(' .. last
+local nkeys = #KEYS
+local buf, pos, more, cur, key = {}, {}, {}, {}, {}
+local function fill(i, from)
+  local share = math.max(want - found, 64)
+  if nkeys > 1 then share = math.max(math.ceil(share / nkeys), 16) end
+  local size = math.max(1, math.min(budget - scanned, share))
+  local batch = redis.call('ZRANGEBYLEX', KEYS[i], from, '+', 'LIMIT', 0, size)
+  buf[i], pos[i], more[i], cur[i] = batch, 1, #batch == size, batch[1]
+  if cur[i] and nkeys > 1 then key[i] = sortkey(cur[i]) end
 end
+local function advance(i)
+  local p = pos[i] + 1
+  if p <= #buf[i] then
+    pos[i], cur[i] = p, buf[i][p]
+    if nkeys > 1 then key[i] = sortkey(cur[i]) end
+  elseif more[i] then
+    fill(i, '(' .. buf[i][#buf[i]])
+  else
+    cur[i] = nil
+  end
+  return cur[i] ~= nil
+end
+local heap, size = {}, 0
+local function down(k)
+  while true do
+    local l, m = k * 2, k
+    if l <= size and before(key[heap[l]], key[heap[m]]) then m = l end
+    if l + 1 <= size and before(key[heap[l + 1]], key[heap[m]]) then m = l + 1 end
+    if m == k then return end
+    heap[k], heap[m] = heap[m], heap[k]
+    k = m
+  end
+end
+for i = 1, nkeys do
+  fill(i, start)
+  if cur[i] then
+    size = size + 1
+    heap[size] = i
+    local k = size
+    while k > 1 do
+      local parent = math.floor(k / 2)
+      if not before(key[heap[k]], key[heap[parent]]) then break end
+      heap[k], heap[parent] = heap[parent], heap[k]
+      k = parent
+    end
+  end
+end
+while size > 0 and found < want and scanned < budget do
+  local m = cur[heap[1]]
+  local holders = {}
+  repeat
+    local i = heap[1]
+    holders[#holders + 1] = KEYS[i]
+    if not advance(i) then
+      heap[1] = heap[size]
+      heap[size] = nil
+      size = size - 1
+    end
+    if size > 1 then down(1) end
+  until size == 0 or cur[heap[1]] ~= m
+  scanned = scanned + #holders
+  last = m
+  local sid, call_id = parse_member(m)
+  local wf = redis.call('HGET', prefix .. 'session:' .. sid, 'workflow')
+  if not wf then
+    forget(prefix, sid)
+    for _, k in ipairs(holders) do redis.call('ZREM', k, m) end
+    removed = removed + 1
+  elseif (not by_workflow) or wf == workflow then
+    local doc = redis.call('HGET', prefix .. 'requests:' .. sid, call_id)
+    if doc then
+      out[#out + 1] = m
+      out[#out + 1] = wf
+      out[#out + 1] = doc
+      found = found + 1
+    else
+      for _, k in ipairs(holders) do redis.call('ZREM', k, m) end
+    end
+  end
+end
+if size == 0 then done = 1 end
 local reply = {done, last, removed}
 for i = 1, #out do reply[#reply + 1] = out[i] end
 return reply
@@ -497,7 +597,7 @@ class RedisCheckpointStorage:
         if limit <= 0:
             return Page[SessionSummary](items=[], continuation=None)
         reply = await self._walk(
-            self._sessions_script, self._sessions_index(workflow), start, limit,
+            self._sessions_script, [self._sessions_index(workflow)], start, limit,
             (status is not None, status or ""), "list_sessions",
         )
         done, last, rows = reply
@@ -519,17 +619,25 @@ class RedisCheckpointStorage:
         *,
         workflow: str | None = None,
         assignee: str | None = None,
+        assignees: Sequence[str] | None = None,
         limit: int = 50,
         continuation: str | None = None,
     ) -> Page[PendingRequestEntry]:
+        """One script call per page: a walk of the narrowest index, or of the union of the keys' indexes.
+
+        With assignee keys the script merges their ``idx:inbox:as:`` sets (see ``_INBOX``); a
+        workflow filter on top of them is checked in the script.
+        """
+        keys = inbox_assignees(assignee, assignees)
         start = "(" + _inbox_member(*_key_token(continuation, 3)) if continuation else "-"
-        if limit <= 0:
+        if limit <= 0 or keys == ():
             return Page[PendingRequestEntry](items=[], continuation=None)
-        # Walk the narrowest index; a workflow filter on top of an assignee is checked in the script.
-        index = self._inbox_index(workflow=workflow, assignee=assignee)
-        by_workflow = assignee is not None and workflow is not None
+        if keys is None:
+            indexes, by_workflow = [self._inbox_index(workflow=workflow)], False
+        else:
+            indexes, by_workflow = [self._inbox_index(assignee=k) for k in keys], workflow is not None
         done, last, rows = await self._walk(
-            self._inbox_script, index, start, limit, (by_workflow, workflow or ""), "list_pending_requests"
+            self._inbox_script, indexes, start, limit, (by_workflow, workflow or ""), "list_pending_requests"
         )
         members = [_text(rows[i]) for i in range(0, len(rows), 3)]
         items = [
@@ -549,12 +657,12 @@ class RedisCheckpointStorage:
         return Page[PendingRequestEntry](items=items, continuation=token)
 
     async def _walk(
-        self, script: Any, index: str, start: str, limit: int, flt: tuple[bool, str], what: str
+        self, script: Any, indexes: Sequence[str], start: str, limit: int, flt: tuple[bool, str], what: str
     ) -> tuple[bool, str, list[Any]]:
-        """Run one listing script call: (index exhausted?, last entry scanned, flat rows)."""
+        """Run one listing script call: (indexes exhausted?, last entry scanned, flat rows)."""
         args: list[str | int] = [self.key_prefix, start, limit + 1, self.scan_budget, "1" if flt[0] else "0", flt[1]]
         with self._translated(what):
-            reply = await script(keys=[index], args=args)
+            reply = await script(keys=list(indexes), args=args)
         return int(reply[0]) == 1, _text(reply[1]), list(reply[3:])
 
     async def list_audit(self, session_id: str) -> list[AuditRecord]:

@@ -30,6 +30,7 @@ from .base import (
     encode_document,
     encode_token,
     expiry,
+    inbox_assignees,
     sort_stamp,
 )
 from .models import (
@@ -228,18 +229,35 @@ class SqliteCheckpointStorage:
         return Page[SessionSummary](items=items, continuation=token)
 
     async def list_pending_requests(self, *, workflow: str | None = None, assignee: str | None = None,
-                                    limit: int = 50, continuation: str | None = None) -> Page[PendingRequestEntry]:
+                                    assignees: Sequence[str] | None = None, limit: int = 50,
+                                    continuation: str | None = None) -> Page[PendingRequestEntry]:
+        """One keyset query, walking ``requests_inbox`` (``requests_by_workflow`` for one workflow) in order.
+
+        The assignee keys filter with ``EXISTS (... json_each(approvers) ... IN (?, ?, ...))``: a
+        request matching several keys is still one row, so it is listed once and the keyset stays
+        exact. Only the number of ``?`` depends on the call; every value is a parameter.
+        """
+        keys = inbox_assignees(assignee, assignees)
         after: list[Any] = decode_key_token(continuation, 3) if continuation else ["", "", ""]
-        rows = self._db.execute(
+        if keys == () or limit <= 0:
+            return Page[PendingRequestEntry](items=[], continuation=None)
+        sql = (
             "SELECT r.session_id, r.workflow, r.doc, r.created_at, r.call_id FROM requests r"
             " JOIN sessions s ON s.session_id = r.session_id"
             " WHERE (r.created_at, r.session_id, r.call_id) > (?, ?, ?)"
-            " AND (? IS NULL OR r.workflow = ?)"
-            " AND (? IS NULL OR EXISTS (SELECT 1 FROM json_each(r.approvers) WHERE json_each.value = ?))"
             " AND (s.expires_at IS NULL OR s.expires_at > ?)"
-            " ORDER BY r.created_at, r.session_id, r.call_id LIMIT ?",
-            (*after, workflow, workflow, assignee, assignee, self._now(), limit + 1),
-        ).fetchall()
+        )
+        params: list[Any] = [*after, self._now()]
+        if workflow is not None:  # a plain equality, so that the planner walks requests_by_workflow
+            sql += " AND r.workflow = ?"
+            params.append(workflow)
+        if keys is not None:
+            marks = ", ".join("?" * len(keys))  # placeholders only: the keys travel as parameters
+            sql += f" AND EXISTS (SELECT 1 FROM json_each(r.approvers) WHERE json_each.value IN ({marks}))"  # noqa: S608
+            params.extend(keys)
+        sql += " ORDER BY r.created_at, r.session_id, r.call_id LIMIT ?"
+        params.append(limit + 1)
+        rows = self._db.execute(sql, params).fetchall()
         items = [
             PendingRequestEntry(session_id=r[0], workflow=r[1], request=PendingRequest.model_validate_json(r[2]))
             for r in rows[:limit]

@@ -1,20 +1,31 @@
 """Decision links: ``GET /api/decide?token=...`` shows a confirmation page; only POST decides.
 
-Mail scanners prefetch links, so opening a link must never decide anything. The page shows the
-request's summary and an Approve / Reject form (with a comment) that POSTs the token back.
-Forged, tampered or malformed tokens get 403; expired tokens and requests already decided
-(a reused link) get 410. Every outcome is a small HTML page.
+Each e-mailed link carries a token signed for **one recipient** (their directory id): the page
+says who is deciding, and the decision is authorised and recorded as that person, ``via: link``.
+A token without a recipient is a *sign-in link* (sent to fallback recipients when nobody named
+can be e-mailed): the page asks the reader to sign in (App Service Authentication) and the
+decision is made as the signed-in person.
+
+Mail scanners prefetch links, so opening a link never decides and never writes anything — not
+even an audit record. Refusals of a POST are audited only when the token is correctly signed
+(a forged token cannot write into any session's audit), as the person it names, and at most
+``HITL_REFUSAL_AUDIT_LIMIT`` times per request per hour. Every outcome is a small HTML page with
+strict security headers.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
+import json
 import urllib.parse
 from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
 
+from ..access import Caller
 from ..errors import (
     HitlError,
     NotAuthorizedError,
@@ -24,27 +35,34 @@ from ..errors import (
     SessionNotFoundError,
     UnknownRequestError,
 )
-from ..links import DecisionClaims, LinkSigner, LinkTokenError
-from ..service import Caller
+from ..links import DecisionClaims, LinkTokenError
 from ..views import RequestView
-from .identity import _source
+from .identity import caller_from_request, link_caller
 from .runtime import get_runtime
 
 bp = df.Blueprint()
 
-_STYLE = "body{font-family:system-ui,sans-serif;max-width:42rem;margin:2rem auto;padding:0 1rem}" \
-         "dt{font-weight:600}dd{margin:0 0 .6rem 0;white-space:pre-wrap}button{padding:.5rem 1.2rem;margin-right:.5rem}"
+_STYLE = "body{font-family:system-ui,sans-serif;max-width:42rem;margin:2rem auto;padding:0 1rem;color:#1b1b1b}" \
+         "dt{font-weight:600}dd{margin:0 0 .6rem 0;white-space:pre-wrap}" \
+         "button{padding:.5rem 1.2rem;margin-right:.5rem;border-radius:4px;border:1px solid #555}" \
+         ".approve{background:#0b6b2b;color:#fff}.reject{background:#a4161a;color:#fff}"
+_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
+}
 
 
 def page(title: str, body: str, status: int = 200) -> func.HttpResponse:
-    document = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+    document = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
                 f"<meta name='robots' content='noindex'><style>{_STYLE}</style></head>"
                 f"<body><h1>{html.escape(title)}</h1>{body}</body></html>")
     return func.HttpResponse(document, status_code=status, mimetype="text/html", charset="utf-8",
-                             headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
-                                      "X-Frame-Options": "DENY",
-                                      "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-                                                                 "form-action 'self'"})
+                             headers=dict(SECURITY_HEADERS))
 
 
 def _text_field(schema: dict[str, Any]) -> str | None:
@@ -64,22 +82,44 @@ def _claims(token: str | None) -> DecisionClaims:
     return signer.verify(token)
 
 
-async def _pending(claims: DecisionClaims) -> RequestView | None:
-    view = await get_runtime().service.get_session(claims.session_id)
-    return next((r for r in view.pending_requests if r.call_id == claims.call_id), None)
+def _acting(req: func.HttpRequest, claims: DecisionClaims) -> Caller:
+    """Who decides through this link: the person it was minted for, or (sign-in link) the signed-in caller."""
+    settings = get_runtime().settings
+    if claims.approver:
+        return link_caller(req, settings, claims.approver)
+    return caller_from_request(req, settings, via="link")
 
 
-async def _audit_link_refusal(req: func.HttpRequest, token: str | None, exc: Exception) -> None:
-    """Record a refused link (forged, expired, reused) on the session it names, if that exists."""
-    claims = LinkSigner.unverified_claims(token) if token else None
-    if claims is None:
-        return
-    caller = Caller(user=claims.approver or "decision-link", source=_source(req), via="link")
+def _sign_in_page(req: func.HttpRequest) -> func.HttpResponse:
+    target = urllib.parse.quote(req.url, safe="")
+    return page("Sign in to decide",
+                "<p>This link was sent to a shared address. Sign in, then open it again: the decision is recorded "
+                f"in your name.</p><p><a href='/.auth/login/aad?post_login_redirect_uri={html.escape(target)}'>"
+                "Sign in</a></p>", 401)
+
+
+async def _already(claims: DecisionClaims) -> func.HttpResponse:
+    """"Already decided by X at T", from the stored decision (or a plain page if there is none)."""
     try:
-        await get_runtime().service.audit_refusal(claims.session_id, claims.call_id, caller,
-                                                  f"decision link refused: {exc}")
+        view = await get_runtime().service.get_session(claims.session_id)
     except HitlError:
-        return
+        view = None
+    decision = next((d for d in (view.decisions if view else []) if d.get("call_id") == claims.call_id), None)
+    if decision is None:
+        return page("Already decided", "<p>This request has already been decided or is no longer open.</p>", 410)
+    who = await _label(decision.get("decided_by"))
+    outcome = {"answered": "decided", "expired": "expired", "cancelled": "cancelled",
+               "auto_responded": "answered automatically"}.get(str(decision.get("outcome")), "closed")
+    return page("Already decided",
+                f"<p>This request was already {html.escape(outcome)} by {html.escape(who)} at "
+                f"{html.escape(str(decision.get('decided_at', ''))[:19].replace('T', ' '))} UTC.</p>", 410)
+
+
+async def _label(person_id: Any) -> str:
+    if not isinstance(person_id, str) or not person_id:
+        return "someone"
+    person = await get_runtime().service.directory.person(person_id)
+    return person.label if person else person_id
 
 
 def _refused(exc: Exception) -> func.HttpResponse:
@@ -87,8 +127,6 @@ def _refused(exc: Exception) -> func.HttpResponse:
         if exc.expired:
             return page("Link expired", "<p>This decision link has expired. Ask for a new one.</p>", 410)
         return page("Link not valid", f"<p>{html.escape(str(exc))}.</p>", 403)
-    if isinstance(exc, RequestAlreadyHandledError | UnknownRequestError | SessionClosedError):
-        return page("Already decided", "<p>This request has already been decided or is no longer open.</p>", 410)
     if isinstance(exc, SessionNotFoundError):
         return page("Not found", "<p>This request does not exist any more.</p>", 410)
     if isinstance(exc, NotAuthorizedError):
@@ -98,27 +136,41 @@ def _refused(exc: Exception) -> func.HttpResponse:
     return page("Something went wrong", "<p>The decision could not be recorded. Try again later.</p>", 503)
 
 
+async def _pending(claims: DecisionClaims) -> RequestView | None:
+    view = await get_runtime().service.get_session(claims.session_id)
+    return next((r for r in view.pending_requests if r.call_id == claims.call_id), None)
+
+
 @bp.route(route="decide", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def decide_page(req: func.HttpRequest) -> func.HttpResponse:
+    token = req.params.get("token")
     try:
-        token = req.params.get("token")
         claims = _claims(token)
         request = await _pending(claims)
         if request is None:
-            raise RequestAlreadyHandledError(claims.call_id, {}, session_id=claims.session_id)
-    except (HitlError, LinkTokenError) as exc:
-        await _audit_link_refusal(req, token, exc)
+            return await _already(claims)
+        caller = _acting(req, claims)
+        if caller.user is None:
+            return _sign_in_page(req)
+        service = get_runtime().service
+        reason = await service.may_decide(claims.session_id, claims.call_id, caller)
+        if reason is not None:
+            return page("Not allowed", f"<p>{html.escape(reason)}</p>", 403)
+        who = await _label(caller.user)
+    except (HitlError, LinkTokenError) as exc:  # opening a link never writes, not even a refusal record
         return _refused(exc)
-    rows = "".join(f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(str(v))}</dd>" for k, v in request.data.items())
+    rows = "".join(f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(json.dumps(v) if not isinstance(v, str) else v)}"
+                   f"</dd>" for k, v in request.data.items())
     deadline = html.escape(request.deadline.isoformat()) if request.deadline else "none"
     text_field = _text_field(request.response_schema)
     comment = (f"<p><label>{html.escape(text_field)}<br><textarea name='text' rows='4' cols='60'></textarea>"
                f"</label></p>") if text_field else ""
-    body = (f"<p>Workflow <b>{html.escape(request.workflow)}</b>, session <code>{html.escape(request.session_id)}"
+    body = (f"<p>Deciding as <b>{html.escape(who)}</b>.</p>"
+            f"<p>Workflow <b>{html.escape(request.workflow)}</b>, session <code>{html.escape(request.session_id)}"
             f"</code>. Deadline: {deadline}.</p><dl>{rows}</dl>"
             f"<form method='post' action='decide'><input type='hidden' name='token' value='{html.escape(token or '')}'>"
-            f"{comment}<button name='decision' value='approve'>Approve</button>"
-            f"<button name='decision' value='reject'>Reject</button></form>")
+            f"{comment}<button class='approve' name='decision' value='approve'>Approve</button>"
+            f"<button class='reject' name='decision' value='reject'>Reject</button></form>")
     return page("Decision needed", body)
 
 
@@ -130,20 +182,34 @@ async def decide_submit(req: func.HttpRequest) -> func.HttpResponse:
     text = (form.get("text") or [""])[0]
     try:
         claims = _claims(token)
+    except LinkTokenError as exc:
+        return _refused(exc)  # not signed by us (or no token): nothing is written anywhere
+    caller = _acting(req, claims)
+    service = get_runtime().service
+    try:
+        if caller.user is None:
+            return _sign_in_page(req)
         if decision not in ("approve", "reject"):
             return page("Invalid answer", "<p>Choose Approve or Reject.</p>", 400)
         request = await _pending(claims)
         if request is None:
-            raise RequestAlreadyHandledError(claims.call_id, {}, session_id=claims.session_id)
+            await service.audit_refusal(claims.session_id, claims.call_id, caller,
+                                        "decision link used after the request was decided or closed")
+            return await _already(claims)
+        reason = await service.may_decide(claims.session_id, claims.call_id, caller)
+        if reason is not None:
+            await service.audit_refusal(claims.session_id, claims.call_id, caller, reason)
+            return page("Not allowed", f"<p>{html.escape(reason)}</p>", 403)
         result: dict[str, Any] = {"approved": decision == "approve"}
         field = _text_field(request.response_schema)
         if field and text:
             result[field] = text
-        caller = Caller(user=claims.approver or "decision-link", source=_source(req), via="link")
-        await get_runtime().service.respond(claims.session_id, claims.call_id, result, caller=caller)
-    except (HitlError, LinkTokenError) as exc:
-        if not isinstance(exc, NotAuthorizedError):  # the service audited that one already
-            await _audit_link_refusal(req, token, exc)
-        return _refused(exc)
+        await service.respond(claims.session_id, claims.call_id, result, caller=caller)
+    except (RequestAlreadyHandledError, UnknownRequestError, SessionClosedError):
+        await service.audit_refusal(claims.session_id, claims.call_id, caller,
+                                    "decision link used after the request was decided or closed")
+        return await _already(claims)
+    except HitlError as exc:
+        return _refused(exc)  # a refused decision was audited by the service
     verb = "approved" if decision == "approve" else "rejected"
     return page("Thank you", f"<p>You {verb} the request. The workflow has continued.</p>")

@@ -66,7 +66,8 @@ def _dispatcher() -> Any:
         else:
             dedup = SqliteDedupStore(settings.data_dir / "notifications.db")
         rt.dispatcher = NotificationDispatcher.from_settings(settings, dedup,
-                                                             lease_seconds=settings.notify_claim_lease_seconds)
+                                                             lease_seconds=settings.notify_claim_lease_seconds,
+                                                             recipients=rt.service.notification_recipients)
     return rt.dispatcher
 
 

@@ -8,14 +8,16 @@ separately (Easy Auth principal / dev header) by the service.
 from __future__ import annotations
 
 import json
+import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
 from pydantic import ValidationError
 
+from ..errors import error_summary, json_text
 from ..views import ResponseBody, StartBody
 from .identity import caller_from_request
 from .problem import HttpProblem, from_error, ok, problem
@@ -38,8 +40,44 @@ def check_id(value: str | None, name: str, pattern: re.Pattern[str] = _ID) -> st
     return value
 
 
+#: The request headers the adapter and the identity module read (their values must be text).
+READ_HEADERS = ("content-type", "x-ms-client-principal", "x-hitl-user", "x-hitl-roles", "x-forwarded-for",
+                "x-client-ip", "x-hitl-client-ip")
+
+
+def _is_text(value: str) -> bool:
+    """False for a string with lone surrogates: bytes that were not UTF-8 (a host decodes them with
+    ``surrogateescape``) or a JSON ``\\ud800`` escape. Such a string cannot be stored or answered."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """A caller's value quoted in a problem: valid text, at most ``limit`` characters."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def check_text(req: func.HttpRequest) -> None:
+    """Refuse header, query and route values that are not text (400) before anything reads them."""
+    for name in READ_HEADERS:
+        value = req.headers.get(name)
+        if value is not None and not _is_text(value):
+            raise HttpProblem(400, "Bad request", f"the {name} header is not valid UTF-8 text", header=name)
+    for kind, params in (("query", req.params), ("route", req.route_params)):
+        for key, value in params.items():
+            if not (_is_text(key) and _is_text(value)):
+                raise HttpProblem(400, "Bad request",
+                                  f"the {kind} parameter {json_text(_shown(key))} is not valid UTF-8 text",
+                                  parameter=_shown(key))
+
+
 def read_json(req: func.HttpRequest, *, required: bool = True) -> Any:
-    """The JSON body, or a precise problem: 413 too large, 415 not JSON, 400 malformed."""
+    """The JSON body, or a precise problem: 413 too large, 415 not JSON, 400 malformed or ambiguous
+    (a repeated key), 422 a value hitl refuses (non-finite number, deep nesting, huge or broken string)."""
     body = req.get_body() or b""
     if len(body) > MAX_BODY_BYTES:
         raise HttpProblem(413, "Payload too large", f"the body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
@@ -49,33 +87,143 @@ def read_json(req: func.HttpRequest, *, required: bool = True) -> Any:
         return None
     content_type = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
     if content_type != "application/json" and not content_type.endswith("+json"):
-        raise HttpProblem(415, "Unsupported media type",
-                          f"send the body as application/json, not {content_type or 'no content type'}")
+        sent = json_text(_shown(content_type)) if content_type else "a body without a content type"
+        raise HttpProblem(415, "Unsupported media type", f"send the body as application/json, not {sent}")
+    return parse_json(body)
+
+
+class _NonFinite:
+    """Where a ``NaN``, ``Infinity`` or ``-Infinity`` literal stood (Python accepts them; JSON has none)."""
+
+    __slots__ = ("literal",)
+
+    def __init__(self, literal: str) -> None:
+        self.literal = literal
+
+
+class _RepeatedKeys(dict[str, Any]):
+    """A parsed JSON object that named ``key`` more than once."""
+
+    key: str = ""
+
+
+def parse_json(body: bytes | str) -> Any:
+    """Strict JSON: a repeated key in any object is a 400 (which value was meant is not guessed, so
+    no "last one wins"); ``NaN``/``Infinity`` and numbers that overflow to infinity (``1e400``) are a
+    422 naming where they are; so are the shapes :func:`check_shape` refuses."""
+    repeated: list[_RepeatedKeys] = []
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) == len(pairs):
+            return obj
+        flagged = _RepeatedKeys(obj)
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                flagged.key = key
+                break
+            seen.add(key)
+        repeated.append(flagged)
+        return flagged
+
     try:
-        value = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise HttpProblem(400, "Malformed JSON", f"the body is not valid JSON: {type(exc).__name__}") from None
+        value = json.loads(body, object_pairs_hook=pairs_hook, parse_constant=_NonFinite)
+    except json.JSONDecodeError as exc:
+        raise HttpProblem(400, "Malformed JSON", f"the body is not valid JSON: {exc.msg} at line {exc.lineno}, "
+                                                 f"column {exc.colno}") from None
+    except UnicodeDecodeError:
+        raise HttpProblem(400, "Malformed JSON", "the body is not valid JSON: it is not UTF-8 text") from None
+    except RecursionError:
+        raise HttpProblem(400, "Malformed JSON", "the body is not valid JSON hitl can read: it is nested too deeply"
+                          ) from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise HttpProblem(400, "Malformed JSON", f"the body is not valid JSON hitl can read: {exc}") from None
+    if repeated:
+        for item, path in _walk(value):
+            if isinstance(item, _RepeatedKeys):
+                where = f"the object at {_pointer(path)}" if path else "the top-level object"
+                raise HttpProblem(400, "Duplicate key",
+                                  f"{where} has the key {json_text(_shown(item.key))} more than once; send each key "
+                                  "once (which of the values was meant is not guessed)",
+                                  key=item.key, pointer=_pointer(path))
     check_shape(value)
     return value
 
 
-def check_shape(value: Any) -> None:
-    """Refuse pathological JSON (deep nesting, huge strings) before it reaches a workflow."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
+#: A location in a JSON value, as a linked list (parent, key) so a walk copies nothing; None: the root.
+_Path = tuple[Any, str | int] | None
+
+
+def _parts(path: _Path) -> list[str | int]:
+    parts: list[str | int] = []
+    while path is not None:
+        path, key = path
+        parts.append(key)
+    return parts[::-1]
+
+
+def _pointer(path: _Path) -> str:
+    """The JSON Pointer (RFC 6901) of ``path``: ``/result/approved``; ``""`` is the whole body."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in _parts(path))
+
+
+def _walk(value: Any) -> Iterator[tuple[Any, _Path]]:
+    """Every value inside ``value`` with its path and depth, in document order (iterative: no recursion)."""
+    stack: list[tuple[Any, _Path]] = [(value, None)]
     while stack:
-        item, depth = stack.pop()
+        item, path = stack.pop()
+        yield item, path
+        if isinstance(item, dict):
+            stack.extend((child, (path, key)) for key, child in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend((item[i], (path, i)) for i in range(len(item) - 1, -1, -1))
+
+
+def _refused(path: _Path, detail: str, msg: str, kind: str) -> HttpProblem:
+    """422 for the value at ``path``; ``detail`` names it with ``{where}``, ``msg`` says what is wrong."""
+    where = f"at {_pointer(path)}" if path else "at the top level"
+    return HttpProblem(422, "Invalid body", detail.format(where=where), pointer=_pointer(path),
+                       errors=[{"loc": _parts(path), "msg": msg, "type": kind}])
+
+
+def check_shape(value: Any) -> None:
+    """Refuse JSON hitl will not store (deep nesting, huge strings, strings that are not Unicode,
+    non-finite numbers) before it reaches a workflow, naming where (a JSON Pointer)."""
+    stack: list[tuple[Any, int, _Path]] = [(value, 1, None)]
+    while stack:
+        item, depth, path = stack.pop()
         if depth > MAX_JSON_DEPTH:
-            raise HttpProblem(422, "Invalid body", f"JSON nesting deeper than {MAX_JSON_DEPTH} levels")
+            msg = f"JSON nesting deeper than {MAX_JSON_DEPTH} levels"
+            raise _refused(path, msg + " {where}", msg, "json_too_deep")
         if isinstance(item, str):
             if len(item) > MAX_STRING_CHARS:
-                raise HttpProblem(422, "Invalid body", f"a string is longer than {MAX_STRING_CHARS} characters")
+                msg = f"a string is longer than {MAX_STRING_CHARS} characters"
+                raise _refused(path, "the string {where} is longer than " f"{MAX_STRING_CHARS} characters", msg,
+                               "string_too_long")
+            if not _is_text(item):
+                raise _refused(path, "the string {where} is not valid Unicode (it has an unpaired surrogate)",
+                               "a string is not valid Unicode", "string_unicode")
+        elif isinstance(item, _NonFinite):
+            raise _refused(path, "the number {where} is " f"{item.literal}; JSON numbers must be finite",
+                           f"{item.literal} is not a JSON number", "finite_number")
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise _refused(path, "the number {where} overflows to infinity; JSON numbers must be finite "
+                                 "(at most about 1.8e308 in magnitude)",
+                           "the number overflows to infinity", "finite_number")
         elif isinstance(item, dict):
-            for key, child in item.items():
+            for key, child in reversed(item.items()):
                 if len(key) > MAX_STRING_CHARS:
-                    raise HttpProblem(422, "Invalid body", f"a key is longer than {MAX_STRING_CHARS} characters")
-                stack.append((child, depth + 1))
+                    raise _refused(path, "a key of the object {where} is longer than " f"{MAX_STRING_CHARS} "
+                                   "characters", f"a key is longer than {MAX_STRING_CHARS} characters",
+                                   "string_too_long")
+                if not _is_text(key):
+                    raise _refused(path, f"the key {json_text(_shown(key))} of the object " "{where} is not valid "
+                                   "Unicode (it has an unpaired surrogate)", "a key is not valid Unicode",
+                                   "string_unicode")
+                stack.append((child, depth + 1, (path, key)))
         elif isinstance(item, list):
-            stack.extend((child, depth + 1) for child in item)
+            stack.extend((item[i], depth + 1, (path, i)) for i in range(len(item) - 1, -1, -1))
 
 
 def _validate(model: Any, data: Any) -> Any:
@@ -83,11 +231,13 @@ def _validate(model: Any, data: Any) -> Any:
         return model.model_validate(data)
     except ValidationError as exc:
         errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-        raise HttpProblem(422, "Invalid body", "the body does not match the expected shape", errors=errors) from None
+        raise HttpProblem(422, "Invalid body", f"the body does not match the expected shape: {error_summary(errors)}",
+                          errors=errors) from None
 
 
 async def guarded(req: func.HttpRequest, handler: Handler) -> func.HttpResponse:
     try:
+        check_text(req)
         return await handler(req)
     except Exception as exc:  # every failure becomes a precise problem response
         return from_error(exc)
@@ -110,7 +260,8 @@ async def start_session(req: func.HttpRequest) -> func.HttpResponse:
 async def get_session(req: func.HttpRequest) -> func.HttpResponse:
     async def handle(req: func.HttpRequest) -> func.HttpResponse:
         session_id = check_id(req.route_params.get("session_id"), "session_id")
-        return ok(await get_runtime().service.get_session(session_id))
+        rt = get_runtime()
+        return ok(await rt.service.get_session(session_id, caller=caller_from_request(req, rt.settings)))
 
     return await guarded(req, handle)
 
@@ -142,13 +293,17 @@ async def list_requests(req: func.HttpRequest) -> func.HttpResponse:
         if assignee is not None and len(assignee) > 256:
             raise HttpProblem(400, "Bad request", "assignee is longer than 256 characters")
         limit_text = req.params.get("limit", "50")
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 200:
+        if not re.fullmatch(r"[0-9]{1,3}", limit_text) or not 1 <= int(limit_text) <= 200:
             raise HttpProblem(400, "Bad request", "limit must be a whole number from 1 to 200")
         continuation = req.params.get("continuation") or None
         if continuation is not None and len(continuation) > 512:
             raise HttpProblem(400, "Bad request", "continuation is longer than 512 characters")
-        page = await get_runtime().service.inbox(workflow=workflow, assignee=assignee, continuation=continuation,
-                                                 limit=int(limit_text))
+        scope = req.params.get("scope", "mine")
+        if scope not in ("mine", "all"):
+            raise HttpProblem(400, "Bad request", "scope must be mine (what I may decide) or all (admins, auditors)")
+        rt = get_runtime()
+        page = await rt.service.inbox(workflow=workflow, assignee=assignee, continuation=continuation,
+                                      limit=int(limit_text), caller=caller_from_request(req, rt.settings), scope=scope)
         return ok(page)
 
     return await guarded(req, handle)
@@ -170,7 +325,8 @@ async def get_audit(req: func.HttpRequest) -> func.HttpResponse:
     async def handle(req: func.HttpRequest) -> func.HttpResponse:
         session_id = check_id(req.route_params.get("session_id"), "session_id")
         verify = (req.params.get("verify") or "").lower() in ("1", "true", "yes")
-        return ok(await get_runtime().service.audit(session_id, verify=verify))
+        rt = get_runtime()
+        return ok(await rt.service.audit(session_id, verify=verify, caller=caller_from_request(req, rt.settings)))
 
     return await guarded(req, handle)
 

@@ -5,8 +5,13 @@ Status codes are chosen here and nowhere else.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import enum
 import json
 import logging
+import math
+from collections.abc import Mapping
 from typing import Any
 
 import azure.functions as func
@@ -14,6 +19,8 @@ from pydantic import BaseModel
 
 from ..checkpoint.base import InvalidContinuationError
 from ..errors import (
+    CheckpointTooLargeError,
+    ConcurrencyError,
     HitlError,
     InputValidationError,
     NotAuthorizedError,
@@ -44,11 +51,38 @@ class HttpProblem(Exception):
         self.extra = extra
 
 
+def json_value(value: Any) -> Any:
+    """``value`` as a JSON value (what a problem's extension members carry), never a Python repr.
+
+    Models and dataclasses become objects, datetimes ISO 8601 strings, tuples and sets arrays,
+    enums their value; a non-finite float (not representable in JSON) becomes its name as a
+    string, and anything else its ``str()``.
+    """
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, enum.Enum):
+        return json_value(value.value)
+    if isinstance(value, BaseModel):
+        return json_value(value.model_dump(mode="json"))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return json_value(dataclasses.asdict(value))
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [json_value(v) for v in value]
+    return str(value)
+
+
 def problem(status: int, title: str, detail: str, *, headers: dict[str, str] | None = None,
             **extra: Any) -> func.HttpResponse:
+    """An application/problem+json response: ``detail`` is human text, each extension member a JSON value."""
     body = {"type": f"https://hitl.dev/problems/{title.lower().replace(' ', '-')}", "title": title,
-            "status": status, "detail": detail, **extra}
-    return func.HttpResponse(json.dumps(body, default=str), status_code=status, mimetype=PROBLEM,
+            "status": status, "detail": str(detail), **{k: json_value(v) for k, v in extra.items()}}
+    return func.HttpResponse(json.dumps(body, allow_nan=False), status_code=status, mimetype=PROBLEM,
                              headers=headers or {})
 
 
@@ -71,6 +105,11 @@ def from_error(exc: Exception) -> func.HttpResponse:
         return problem(409, "Request not pending", str(exc), call_id=exc.call_id, pending_call_ids=exc.pending)
     if isinstance(exc, SessionConflictError):
         return problem(409, "Session conflict", str(exc), session_id=exc.session_id)
+    if isinstance(exc, ConcurrencyError):  # another writer won every retry: the caller may try again
+        return problem(409, "Session conflict", str(exc), session_id=exc.session_id, headers={"Retry-After": "1"})
+    if isinstance(exc, CheckpointTooLargeError):
+        return problem(413, "Payload too large", str(exc), session_id=exc.session_id, size=exc.size,
+                       limit=exc.limit)
     if isinstance(exc, SessionClosedError):
         return problem(409, "Session closed", str(exc), session_id=exc.session_id, session_status=exc.status)
     if isinstance(exc, ResponseValidationError):

@@ -74,8 +74,10 @@ def build_runtime(settings: Settings | None = None) -> Runtime:
     if not keys and settings.auth_mode == "dev":
         keys = (_dev_signing_key(settings.data_dir),)
     signer = LinkSigner(keys, ttl_seconds=settings.link_ttl_seconds) if keys else None
+    from ..directory import directory_from_settings
+
     service = HitlService(settings=settings, storage=storage_from_settings(settings), publisher=_publisher(settings),
-                          workflows=list(_specs), signer=signer)
+                          workflows=list(_specs), signer=signer, directory=directory_from_settings(settings))
     try:
         loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -42,6 +42,7 @@ from .models import (
     Notification,
     NotificationDispatchError,
     NotificationInFlightError,
+    Recipient,
     RequestView,
 )
 from .render import render_notification
@@ -53,6 +54,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_DEDUP_TTL_SECONDS = 2 * 24 * 3600
 #: How long an in-flight claim blocks other deliveries of the same event (longer than one send).
 DEFAULT_LEASE_SECONDS = 30
+
+
+RecipientResolver = Callable[[RequestView], Awaitable[list[Recipient]]]
 
 
 @runtime_checkable
@@ -77,6 +81,7 @@ class NotificationDispatcher:
         settings: Settings,
         dedup_ttl_seconds: int = DEFAULT_DEDUP_TTL_SECONDS,
         lease_seconds: int = DEFAULT_LEASE_SECONDS,
+        recipients: RecipientResolver | None = None,
     ) -> None:
         names = [channel.name for channel in channels]
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -87,6 +92,8 @@ class NotificationDispatcher:
         self.settings = settings
         self.dedup_ttl_seconds = dedup_ttl_seconds
         self.lease_seconds = lease_seconds
+        #: Who receives a request, each with a link of their own (the service resolves the directory).
+        self.recipients = recipients
 
     @classmethod
     def from_settings(cls, settings: Settings, dedup: DedupStore, **options: Any) -> NotificationDispatcher:
@@ -152,9 +159,13 @@ class NotificationDispatcher:
         skipped: dict[str, str] = {}
         failures: dict[str, BaseException] = {}
         try:
-            notification = render_notification(cloud_event, self.settings, now=now)
+            people = await self.recipients(RequestView.from_event(cloud_event)) if self.recipients else []
+            notification = render_notification(cloud_event, self.settings, now=now, recipients=people)
+            personal = [render_notification(cloud_event, self.settings, now=now, recipient=person)
+                        for person in people]
             outcomes = await asyncio.gather(
-                *(channel.send(cloud_event, notification) for channel in claimed), return_exceptions=True
+                *(self._send(channel, cloud_event, notification, personal) for channel in claimed),
+                return_exceptions=True,
             )
             for channel, outcome in zip(claimed, outcomes, strict=True):
                 if isinstance(outcome, NoRecipientsError):
@@ -186,6 +197,16 @@ class NotificationDispatcher:
             already_delivered=already,
             skipped=skipped,
         )
+
+    @staticmethod
+    async def _send(channel: NotificationChannel, event: CloudEvent, notification: Notification,
+                    personal: list[Notification]) -> None:
+        """One message per recipient on channels that address people (each with their own link)."""
+        if personal and getattr(channel, "per_recipient", False):
+            for message in personal:
+                await channel.send(event, message)
+            return
+        await channel.send(event, notification)
 
     async def aclose(self) -> None:
         """Close channels that hold connections (e.g. the webhook's HTTP client) and the de-duplication store."""

@@ -42,7 +42,13 @@ def message_id_for(event_id: str, domain: str = "hitl.localhost") -> str:
 
 
 class EmailChannel:
-    """Send each notification as one e-mail to its recipients."""
+    """Send each notification as one e-mail to its recipients.
+
+    ``per_recipient``: the dispatcher hands this channel one notification per person (each with
+    the decision link minted for that person), so nobody receives a link that decides as someone else.
+    """
+
+    per_recipient = True
 
     def __init__(
         self,
@@ -98,7 +104,8 @@ class EmailChannel:
         message["From"] = self.sender
         message["To"] = ", ".join(notification.recipients)
         message["Date"] = formatdate(localtime=False, usegmt=True)
-        message["Message-ID"] = message_id_for(event.id, domain)
+        personal = notification.personal
+        message["Message-ID"] = message_id_for(f"{event.id}:{personal.email.lower()}" if personal else event.id, domain)
         message["X-HITL-Event-Id"] = _header_safe(event.id)
         message["X-HITL-Event-Type"] = _header_safe(event.type)
         message["X-HITL-Session"] = _header_safe(notification.session_id)

@@ -214,8 +214,24 @@ class RequestView(BaseModel):
             ) from None
 
 
+class Recipient(BaseModel):
+    """One person a request is sent to, with the decision link minted for them alone.
+
+    ``person_id`` is their directory id (the link decides as them); None for a fallback
+    address, whose link asks the reader to sign in.
+    """
+
+    email: str
+    person_id: str | None = None
+    name: str | None = None
+    decide_url: str | None = None
+
+
 class Notification(BaseModel):
-    """A rendered message, ready for any channel."""
+    """A rendered message, ready for any channel.
+
+    ``personal`` is set when the message was rendered for one recipient (their own link inside).
+    """
 
     event_id: str
     event_type: str
@@ -227,6 +243,7 @@ class Notification(BaseModel):
     html: str
     recipients: list[str]
     decide_url: str
+    personal: Recipient | None = None
 
 
 class DispatchResult(BaseModel):

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from ..settings import Settings
-from .models import REQUEST_ESCALATED, REQUEST_REMINDER, CloudEvent, Notification, RequestView
+from .models import REQUEST_ESCALATED, REQUEST_REMINDER, CloudEvent, Notification, Recipient, RequestView
 
 #: Longest rendered value of one ``data`` field; longer ones end in an ellipsis.
 MAX_VALUE_CHARS = 500
@@ -42,6 +42,8 @@ def render_notification(
     now: datetime | None = None,
     public_base_url: str | None = None,
     default_recipients: Sequence[str] | None = None,
+    recipient: Recipient | None = None,
+    recipients: Sequence[Recipient] | None = None,
 ) -> Notification:
     """Render a ``hitl.request.*`` event.
 
@@ -64,6 +66,8 @@ def render_notification(
 
     summary = short_summary(request)
     subject = _subject(cloud_event.type, request, summary)
+    if recipient is not None and recipient.decide_url:
+        request = request.model_copy(update={"decide_url": recipient.decide_url})
     decide_url, fallback = _decide_link(request, base_url)
     deadline = _deadline(request.deadline, moment)
     fields = list(_data_fields(request.data))
@@ -77,8 +81,11 @@ def render_notification(
         subject=subject,
         text=_text(cloud_event.type, request, summary, deadline, fields, expected, decide_url, fallback),
         html=_html(cloud_event.type, request, summary, subject, deadline, fields, expected, decide_url, fallback),
-        recipients=recipients_for(request.approvers, defaults),
+        recipients=([recipient.email] if recipient is not None
+                    else [r.email for r in recipients] if recipients
+                    else recipients_for(request.approvers, defaults)),
         decide_url=decide_url,
+        personal=recipient,
     )
 
 
@@ -211,6 +218,8 @@ def _text(
     fallback: str | None,
 ) -> str:
     lines = [f"Approval needed: {request.workflow} - {summary}"]
+    if request.decide_url and "token=" in request.decide_url:
+        lines.append("This link is yours alone: whoever uses it decides in your name.")
     note = _note(event_type, request)
     if note:
         lines.append(note)

@@ -29,7 +29,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from ..checkpoint.base import CheckpointStorage, InvalidContinuationError, encode_token
+from ..checkpoint.base import MAX_INBOX_ASSIGNEES, CheckpointStorage, InvalidContinuationError, encode_token
 from ..checkpoint.models import (
     AuditRecord,
     Decision,
@@ -637,6 +637,125 @@ async def check_inbox_follows_saves(backend: Backend) -> None:
     await storage.save(make_checkpoint("follow", status="completed"), expected_version=v)
     expect((await storage.list_pending_requests()).items == [], "a completed session left requests in the inbox")
     expect((await storage.list_pending_requests(assignee="bob")).items == [], "bob's inbox kept a resolved request")
+
+
+@check
+async def check_inbox_any_of_assignees(backend: Backend) -> None:
+    """assignees=[...] lists requests naming ANY of the keys, each once; assignee= is its one-key form."""
+    storage = backend.storage
+    amy, fin = "user:amy", "role:finance"
+    plan: list[tuple[str, str, list[tuple[str, int, list[str]]]]] = [
+        ("m-1", "expense", [("a", 0, [amy, fin]), ("b", 1, ["role:hr"])]),
+        ("m-2", "leave", [("c", 2, [fin])]),
+        ("m-3", "expense", [("d", 3, ["amy"])]),  # a plain string, as older checkpoints hold
+        ("m-4", "expense", [("e", 1, [])]),
+        ("m-5", "leave", [("f", 4, ["user:bob", "role:hr"])]),
+    ]
+    for sid, wf, requests in plan:
+        await storage.save(make_checkpoint(sid, workflow=wf, requests=[
+            make_request(cid, created_at=T0 + dt.timedelta(seconds=sec), approvers=approvers)
+            for cid, sec, approvers in requests]), expected_version=None)
+    cases: list[tuple[dict[str, Any], list[tuple[str, str]]]] = [
+        ({"assignees": [amy, fin]}, [("m-1", "a"), ("m-2", "c")]),
+        ({"assignees": (fin, amy)}, [("m-1", "a"), ("m-2", "c")]),
+        ({"assignees": [amy, amy, fin, amy]}, [("m-1", "a"), ("m-2", "c")]),
+        ({"assignees": [amy, "amy"]}, [("m-1", "a"), ("m-3", "d")]),
+        ({"assignees": ["role:hr", "user:bob"]}, [("m-1", "b"), ("m-5", "f")]),
+        ({"assignees": [amy, fin], "workflow": "expense"}, [("m-1", "a")]),
+        ({"assignees": [amy, fin], "workflow": "leave"}, [("m-2", "c")]),
+        ({"assignees": [amy, fin], "workflow": "nope"}, []),
+        ({"assignees": ["user:zed"]}, []),
+        ({"assignees": ["user:zed", "role:nobody"]}, []),
+        ({"assignees": ["user:am", "role:"]}, []),
+        ({"assignees": []}, []),
+        ({"assignee": fin}, [("m-1", "a"), ("m-2", "c")]),
+        ({"assignees": [fin]}, [("m-1", "a"), ("m-2", "c")]),
+        ({"assignee": "amy", "workflow": "expense"}, [("m-3", "d")]),
+    ]
+    for filters, want in cases:
+        page = await storage.list_pending_requests(**filters)
+        got = _inbox_ids(page.items)
+        expect(got == want, f"list_pending_requests({filters}) -> {got}, expected {want}")
+        expect(page.continuation is None, f"list_pending_requests({filters}): a complete page carries a continuation")
+        paged = _inbox_ids(await _all_inbox(storage, limit=1, **filters))
+        expect(paged == want, f"paged list_pending_requests({filters}) -> {paged}, expected {want}")
+    entry = (await storage.list_pending_requests(assignees=[amy, fin])).items[0]
+    expect(entry.workflow == "expense" and entry.request.approvers == [amy, fin],
+           f"an entry matched by two keys lost data: {entry!r}")
+    many = [f"role:r{n}" for n in range(MAX_INBOX_ASSIGNEES - 1)] + [fin]
+    got = _inbox_ids((await storage.list_pending_requests(assignees=many)).items)
+    expect(got == [("m-1", "a"), ("m-2", "c")], f"{MAX_INBOX_ASSIGNEES} keys -> {got}")
+    too_many = [f"role:r{n}" for n in range(MAX_INBOX_ASSIGNEES)] + [fin]
+    await expect_raises(ValueError, storage.list_pending_requests(assignees=too_many),
+                        f"list_pending_requests with {len(too_many)} assignee keys")
+    both_given: list[dict[str, Any]] = [{"assignee": amy, "assignees": [fin]}, {"assignee": amy, "assignees": [amy]},
+                                        {"assignee": amy, "assignees": []}]
+    for both in both_given:
+        await expect_raises(ValueError, storage.list_pending_requests(**both),
+                            f"list_pending_requests({both}): assignee= and assignees= together")
+    try:
+        result: Any = await storage.list_pending_requests(assignees=amy)  # a str is a Sequence[str] of letters
+    except (TypeError, ValueError):
+        pass
+    else:
+        raise ConformanceError(f"assignees={amy!r} (a bare string) must be refused, got {result!r:.200}")
+
+
+@check
+async def check_inbox_multi_key_paging(backend: Backend) -> None:
+    """Paging a multi-key inbox repeats and skips nothing at boundaries, also with a workflow filter."""
+    storage = backend.storage
+    keys = ["user:amy", "role:finance", "role:audit"]
+    plan: list[tuple[str, str, int, list[str], str]] = [  # session, call, seconds after T0, approvers, workflow
+        ("p-1", "r1", 0, ["user:amy", "role:finance"], "w1"),
+        ("p-1", "r2", 0, ["role:finance"], "w1"),
+        ("p-2", "r1", 0, ["role:finance", "user:amy", "role:audit"], "w2"),
+        ("p-3", "r1", 1, ["user:amy"], "w1"),
+        ("p-3", "r2", 1, ["role:hr"], "w1"),
+        ("p-4", "r1", 1, ["role:audit", "role:finance"], "w2"),
+        ("p-5", "r1", 2, ["user:amy", "role:audit"], "w1"),
+        ("p-6", "r1", 2, ["user:bob"], "w2"),
+        ("p-7", "r1", 3, ["role:finance", "user:amy"], "w1"),
+    ]
+    sessions: dict[str, tuple[str, list[PendingRequest]]] = {}
+    for sid, cid, sec, approvers, wf in plan:
+        request = make_request(cid, created_at=T0 + dt.timedelta(seconds=sec), approvers=approvers)
+        sessions.setdefault(sid, (wf, []))[1].append(request)
+    for sid, (wf, requests) in sessions.items():
+        await storage.save(make_checkpoint(sid, workflow=wf, requests=requests), expected_version=None)
+    ordered = sorted(plan, key=lambda p: (p[2], p[0], p[1]))
+    mine = [(sid, cid) for sid, cid, _, approvers, _ in ordered if set(approvers) & set(keys)]
+    expect(len(mine) == 7, "test data: 7 requests must match")
+    for limit in (1, 2, 3, 6, 7, 8):
+        got = _inbox_ids(await _all_inbox(storage, limit=limit, assignees=keys))
+        expect(got == mine, f"multi-key inbox paged by {limit}: {got}, expected {mine}")
+    for wf in ("w1", "w2"):
+        want = [(sid, cid) for sid, cid, _, approvers, w in ordered if w == wf and set(approvers) & set(keys)]
+        for limit in (1, 2):
+            got = _inbox_ids(await _all_inbox(storage, limit=limit, assignees=keys, workflow=wf))
+            expect(got == want, f"multi-key inbox of {wf} paged by {limit}: {got}, expected {want}")
+    two = ["user:amy", "role:finance"]
+    want_two = [(sid, cid) for sid, cid, _, approvers, _ in ordered if set(approvers) & set(two)]
+    got = _inbox_ids(await _all_inbox(storage, limit=2, assignees=two))
+    expect(got == want_two, f"two-key inbox paged by 2: {got}, expected {want_two}")
+    # page by page: exact pages, and a token keeps its place while requests come and go
+    first = await storage.list_pending_requests(assignees=keys, limit=2)
+    expect(_inbox_ids(first.items) == mine[:2] and first.continuation is not None,
+           f"first page of 2: {_inbox_ids(first.items)}, continuation {first.continuation!r}")
+    second = await storage.list_pending_requests(assignees=keys, limit=2, continuation=first.continuation)
+    expect(_inbox_ids(second.items) == mine[2:4] and second.continuation is not None,
+           f"second page of 2: {_inbox_ids(second.items)}")
+    await storage.save(make_checkpoint("p-0", workflow="w1", requests=[
+        make_request("r1", created_at=T0 - dt.timedelta(seconds=1), approvers=["user:amy", "role:audit"])]),
+        expected_version=None)
+    await storage.save(make_checkpoint("p-8", workflow="w2", requests=[
+        make_request("r1", created_at=T0 + dt.timedelta(seconds=4), approvers=["role:audit", "role:finance"])]),
+        expected_version=None)
+    rest = await _drain(lambda c: storage.list_pending_requests(assignees=keys, limit=2,
+                                                                continuation=c or second.continuation),
+                        2, key=lambda e: (e.session_id, e.request.call_id))
+    expect(_inbox_ids(rest) == [*mine[4:], ("p-8", "r1")],
+           f"pages after a token, with a request added before and one after it: {_inbox_ids(rest)}")
 
 
 @check

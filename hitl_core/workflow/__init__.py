@@ -21,13 +21,14 @@ from .events import (
     WorkflowStatusEvent,
 )
 from .executor import Executor, HandlerSpec, WorkflowContext, handler
-from .request_info import RequestInfoExecutor, RequestInfoMessage, RequestResponse
+from .request_info import Approvers, RequestInfoExecutor, RequestInfoMessage, RequestResponse
 from .runner import RunOptions, SessionRunner
 from .workflow import Edge, Workflow, WorkflowBuilder, WorkflowRunResult
 
 __all__ = [
     "AgentRunResponse",
     "AgentRunResponseUpdate",
+    "Approvers",
     "ChatMessage",
     "Edge",
     "Executor",

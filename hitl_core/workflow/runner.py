@@ -21,7 +21,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -61,6 +61,7 @@ from .request_info import (
     RequestInfoExecutor,
     RequestInfoMessage,
     RequestResponse,
+    approver_entries,
     find_response_type,
     validate_response,
 )
@@ -96,6 +97,11 @@ class RunOptions:
     """Per-call knobs the service sets (the library defaults suit direct use)."""
 
     decided_by: str | None = None
+    #: How the decider acted (``api``, ``link``, ``system``...), recorded on the decision.
+    decided_via: str | None = None
+    #: Awaited before every write of a run, before ``save_hook``: the service resolves new
+    #: requests' approvers and subject through the directory here (I/O the sync hook cannot do).
+    prepare: Callable[[WorkflowCheckpoint], Awaitable[None]] | None = None
     save_hook: SaveHook | None = None
     finished_ttl_seconds: int | None = None
     input_fingerprint: str | None = None
@@ -234,8 +240,9 @@ class RunState:
                 request=encode(message, f"request {call_id!r}"),
                 created_at=utcnow(),
                 deadline=deadline,
-                approvers=list(message.approvers),
+                approvers=approver_entries(message.approvers),
                 policy=dict(message.timeout_policy or {}),
+                subject=message.subject.strip().lower() if message.subject else None,
             )
         )
         self.emit(
@@ -446,7 +453,8 @@ class SessionRunner:
                 cp.pending_requests.remove(pending)
                 cp.decisions.append(Decision(
                     call_id=call_id, request_type=pending.request_type, result=encode(value, f"answer to {call_id!r}"),
-                    decided_by=opts.decided_by, decided_at=now, applied=False, request=pending.request,
+                    decided_by=opts.decided_by, via=opts.decided_via, decided_at=now, applied=False,
+                    request=pending.request,
                     executor_id=pending.executor_id, request_executor_id=pending.request_executor_id,
                 ))
             cp.status = "running"
@@ -555,6 +563,8 @@ class SessionRunner:
                     ttl: int | None, extra_audit: Sequence[AuditRecord] = ()) -> str:
         cp = run.checkpoint
         audit = list(extra_audit)
+        if opts.prepare is not None:
+            await opts.prepare(cp)
         if opts.save_hook:
             audit.extend(opts.save_hook(cp, list(run.unsaved_events), phase))
         new_version = await self.storage.save(cp, expected_version=version, ttl_seconds=ttl, audit=audit)

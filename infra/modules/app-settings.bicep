@@ -88,6 +88,28 @@ param expenseManagerDeadlineSeconds string = ''
 @description('HITL_EXPENSE_FINANCE_DEADLINE_SECONDS; empty: the code default (3 days).')
 param expenseFinanceDeadlineSeconds string = ''
 
+@description('HITL_DIRECTORY: graph (Microsoft Entra ID through Microsoft Graph, with the app\'s managed identity) or none.')
+@allowed([
+  'graph'
+  'none'
+])
+param directory string = 'graph'
+
+@description('HITL_GRAPH_ROLE_GROUPS: comma-separated role=group-object-id pairs; empty: no role comes from a group.')
+param graphRoleGroups string = ''
+
+@description('HITL_DIRECTORY_CACHE_SECONDS; empty: the code default (300).')
+param directoryCacheSeconds string = ''
+
+@description('HITL_TRUSTED_PROXY_HOPS: X-Forwarded-For entries appended by trusted proxies (App Service\'s front end: 1).')
+param trustedProxyHops string = '1'
+
+@description('HITL_START_PRINCIPALS: comma-separated client ids of service principals that may start sessions; empty: none.')
+param startPrincipals string = ''
+
+@description('HITL_REFUSAL_AUDIT_LIMIT; empty: the code default (20 per request per hour).')
+param refusalAuditLimit string = ''
+
 var baseUrl = empty(publicBaseUrl) ? 'https://${site.properties.defaultHostName}' : publicBaseUrl
 
 resource site 'Microsoft.Web/sites@2024-04-01' existing = {
@@ -117,6 +139,15 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     HITL_EVENTGRID_TOPIC_ENDPOINT: eventGridTopicEndpoint
     HITL_PUBLIC_BASE_URL: baseUrl
     HITL_AUTH_MODE: 'easyauth'
+    HITL_START_PRINCIPALS: startPrincipals
+    HITL_TRUSTED_PROXY_HOPS: trustedProxyHops
+    HITL_REFUSAL_AUDIT_LIMIT: refusalAuditLimit
+    // Who is who: Microsoft Entra ID through Microsoft Graph (the Graph application permissions are
+    // granted by infra/hooks/postprovision). HITL_DIRECTORY_FILE (HITL_DIRECTORY=file) and
+    // HITL_GRAPH_BASE_URL (a local stand-in) are not used in Azure.
+    HITL_DIRECTORY: directory
+    HITL_GRAPH_ROLE_GROUPS: graphRoleGroups
+    HITL_DIRECTORY_CACHE_SECONDS: directoryCacheSeconds
     HITL_LINK_SIGNING_KEYS: '@Microsoft.KeyVault(SecretUri=${linkSigningKeysSecretUri})'
     HITL_LINK_TTL_SECONDS: linkTtlSeconds
     HITL_WEBHOOK_URL: webhookUrl

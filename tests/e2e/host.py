@@ -17,6 +17,9 @@ import httpx
 from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+#: Who the tests act as unless they say otherwise: rita, of the ``reviewers`` role in the demo
+#: directory (devhost/demo-directory.json), so she may start, read and decide content reviews.
+DEFAULT_USER = "rita"
 
 
 class LocalHost:
@@ -77,8 +80,11 @@ class LocalHost:
         self.start(**env)
 
     # -- API helpers ----------------------------------------------------------------------
-    def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.base, timeout=30, **kwargs)
+    def client(self, user: str | None = DEFAULT_USER, **kwargs: Any) -> httpx.Client:
+        """An API client acting as ``user`` of the demo directory (``None``: anonymous)."""
+        headers = {"X-HITL-User": user} if user else {}
+        headers.update(kwargs.pop("headers", {}))
+        return httpx.Client(base_url=self.base, timeout=30, headers=headers, **kwargs)
 
     def mailbox(self) -> list[dict[str, Any]]:
         response = httpx.get(f"{self.base}/api/_dev/mailbox", timeout=10)

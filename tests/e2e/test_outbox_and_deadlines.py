@@ -27,7 +27,8 @@ def test_event_saved_but_not_published_is_delivered_once_after_a_crash(tmp_path:
             wait_for(lambda: mails_for(host, "outbox-1"))
             client.get("/api/sessions/outbox-1")
         time.sleep(1.5)  # room for a duplicate delivery to show up if there were one
-        assert len(mails_for(host, "outbox-1")) == 1
+        recipients = sorted(address for m in mails_for(host, "outbox-1") for address in m["to"])
+        assert recipients == ["rita@example.com", "ron@example.com"]  # the reviewers role, each once
     finally:
         host.stop()
 
@@ -41,18 +42,18 @@ def test_expense_deadline_reminds_escalates_and_expires(tmp_path: Path) -> None:
     })
     host.start()
     try:
-        with host.client() as client:
+        with host.client("ed") as client:  # ed (initiator) keeps read access to his own session
             response = client.post("/api/workflows/expense-approval/sessions", json={
                 "session_id": "exp-1",
-                "input": {"employee": "ann", "amount": 4200, "currency": "EUR", "description": "conference"}})
+                "input": {"employee": "erin", "amount": 4200, "currency": "EUR", "description": "conference"}})
             assert response.status_code == 201, response.text
             request = response.json()["pending_requests"][0]
-            assert request["approvers"] == ["managers"] and request["deadline"]
+            assert request["approvers"] == ["user:amy"] and request["deadline"]  # erin's manager
 
             def escalated() -> bool:
                 view = client.get("/api/sessions/exp-1").json()
                 pending = view["pending_requests"]
-                return bool(pending) and pending[0]["approvers"] == ["finance-managers"]
+                return bool(pending) and pending[0]["approvers"] == ["role:finance-managers"]
 
             wait_for(escalated, timeout=30)
             records = client.get("/api/sessions/exp-1/audit").json()["records"]
@@ -63,9 +64,10 @@ def test_expense_deadline_reminds_escalates_and_expires(tmp_path: Path) -> None:
             actions = [r["action"] for r in client.get("/api/sessions/exp-1/audit",
                                                         params={"verify": "true"}).json()["records"]]
             assert actions == ["started", "escalated", "expired"]
-        subjects = [m.get("subject", "") for m in mails_for(host, "exp-1")]
-        assert any("Reminder" in s for s in subjects), subjects
-        assert any("Escalated" in s for s in subjects), subjects
+        mails = mails_for(host, "exp-1")
+        assert any("Reminder" in m.get("subject", "") and m["to"] == ["amy@example.com"] for m in mails), mails
+        # escalated to finance-managers: mona, the one member, is e-mailed
+        assert any("Escalated" in m.get("subject", "") and m["to"] == ["mona@example.com"] for m in mails), mails
     finally:
         host.stop()
 
@@ -75,26 +77,35 @@ def test_expense_decided_before_deadline_ends_the_orchestration(tmp_path: Path) 
                                          "HITL_REMINDER_INTERVAL_SECONDS": "60"})
     host.start()
     try:
-        with host.client() as client:
-            response = client.post("/api/workflows/expense-approval/sessions", headers={"x-hitl-user": "mgr"}, json={
+        with host.client("amy") as client:  # amy starts an expense for ed, whose manager she is
+            response = client.post("/api/workflows/expense-approval/sessions", json={
                 "session_id": "exp-2",
-                "input": {"employee": "bo", "amount": 80, "currency": "USD", "description": "taxi", "manager": "mgr"}})
+                "input": {"employee": "ed", "amount": 80, "currency": "USD", "description": "taxi"}})
+            assert response.status_code == 201, response.text
             call_id = response.json()["pending_requests"][0]["call_id"]
             time.sleep(0.5)
             body = {"call_id": call_id, "result": {"approved": True, "comment": "ok"}}
-            own = client.post("/api/sessions/exp-2/responses", json=body, headers={"x-hitl-user": "mgr"})
+            own = client.post("/api/sessions/exp-2/responses", json=body)
             assert own.status_code == 403 and "may not approve" in own.json()["detail"]  # four eyes
-            client.headers["x-hitl-user"] = "mgr-deputy"
-            deputy = client.post("/api/sessions/exp-2/responses", json=body)
-            assert deputy.status_code == 403  # not an approver of this request
-            client.headers["x-hitl-roles"] = "mgr"
-            decided = client.post("/api/sessions/exp-2/responses", json=body)
+            client.headers["x-hitl-user"] = "fay"
+            stranger = client.post("/api/sessions/exp-2/responses", json=body)
+            assert stranger.status_code == 404  # not involved: the session does not exist for her
+            client.headers["x-hitl-user"] = "ed"
+            subject = client.post("/api/sessions/exp-2/responses", json=body)
+            assert subject.status_code == 403  # his own expense
+        with host.client("adam") as admin:  # an admin reads everything, but only approvers decide
+            assert admin.post("/api/sessions/exp-2/responses", json=body).status_code == 403
+            assert admin.get("/api/sessions/exp-2").json()["status"] == "pending"
+        # nobody else may decide, so amy's own request waits for her deadline... unless escalation: it escalates
+        with host.client("mona") as mona:
+            wait_for(lambda: mona.get("/api/sessions/exp-2").status_code == 200, timeout=30)
+            decided = mona.post("/api/sessions/exp-2/responses", json=body)
             assert decided.status_code == 200, decided.text
-            assert decided.json()["outputs"] == [{"status": "approved", "amount": 80.0, "decided_by": ["mgr-deputy"]}]
+            assert decided.json()["outputs"] == [{"status": "approved", "amount": 80.0, "decided_by": ["mona"]}]
             time.sleep(3)  # past the old deadline: nothing may expire now
-            view = client.get("/api/sessions/exp-2").json()
+            view = mona.get("/api/sessions/exp-2").json()
             assert view["status"] == "completed"
-            actions = [r["action"] for r in client.get("/api/sessions/exp-2/audit").json()["records"]]
-            assert actions == ["started", "refused", "refused", "decided"]
+            actions = [r["action"] for r in mona.get("/api/sessions/exp-2/audit").json()["records"]]
+            assert actions == ["started", "refused", "refused", "refused", "refused", "escalated", "decided"]
     finally:
         host.stop()

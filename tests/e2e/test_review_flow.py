@@ -65,7 +65,9 @@ def test_start_inbox_email_link_decision_completed(host: LocalHost) -> None:
         call_id = view["pending_requests"][0]["call_id"]
         inbox = client.get("/api/requests", params={"workflow": "content-review"}).json()
         assert [(i["session_id"], i["call_id"]) for i in inbox["items"]] == [("e2e-1", call_id)]
-        (mail,) = wait_for(lambda: mails_for(host, "e2e-1"))
+        # the reviewers role: rita and ron each get their own e-mail, with a link that decides as them
+        mail = wait_for(lambda: next((m for m in mails_for(host, "e2e-1") if m["to"] == ["rita@example.com"]), None))
+        wait_for(lambda: any(m["to"] == ["ron@example.com"] for m in mails_for(host, "e2e-1")))
         assert "Hello world" in (mail.get("text") or mail.get("text_body"))
         link = link_in(mail)
         page = client.get(link)  # opening the link (a mail scanner would) decides nothing
@@ -100,7 +102,7 @@ def test_concurrent_conflicting_decisions_one_wins(host: LocalHost) -> None:
         call_id = start(client, "e2e-race")["pending_requests"][0]["call_id"]
 
     def decide(i: int) -> int:
-        with httpx.Client(base_url=host.base, timeout=60) as c:
+        with httpx.Client(base_url=host.base, timeout=60, headers={"X-HITL-User": "ron"}) as c:  # a reviewer
             body = {"call_id": call_id, "result": {"approved": i % 2 == 0, "feedback": str(i)}}
             return c.post("/api/sessions/e2e-race/responses", json=body).status_code
 

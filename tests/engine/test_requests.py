@@ -42,7 +42,7 @@ async def test_run_pauses_with_a_typed_pending_request(local_storage: Checkpoint
     assert stored is not None
     assert stored.checkpoint.status == "pending"
     assert stored.checkpoint.pending_call_ids() == [event.request_id]
-    assert stored.checkpoint.pending_requests[0].approvers == ["alice"]
+    assert stored.checkpoint.pending_requests[0].approvers == ["user:alice"]
 
 
 async def test_resume_in_a_new_workflow_object_delivers_the_typed_original_request(

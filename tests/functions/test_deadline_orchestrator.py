@@ -164,12 +164,12 @@ async def test_auto_respond_resumes_with_the_declared_default(durable: LocalDura
 
 
 async def test_escalation_moves_the_request_then_it_expires(durable: LocalDurableRuntime) -> None:
-    call_id = await start_session("d-esc", 1, {"action": "escalate", "escalate_to": ["directors"],
+    call_id = await start_session("d-esc", 1, {"action": "escalate", "escalate_to": ["role:directors"],
                                                  "extend_seconds": 1, "then": "expire"})
     instance = await orchestrate(durable, "d-esc", call_id, interval=60)
     status = await durable.wait_for_completion(instance, timeout_s=20)
     assert status.output["outcome"] == "expired"  # type: ignore[index]
     audit = await get_runtime().service.audit("d-esc", verify=True)
     assert [r.action for r in audit.records] == ["started", "escalated", "expired"]
-    assert audit.records[1].detail["to"] == ["directors"]
+    assert audit.records[1].detail["to"] == ["role:directors"]
     assert "hitl.request.escalated" in event_types()

@@ -39,7 +39,7 @@ async def test_start_then_decide_then_completed(runtime: InMemoryEventPublisher)
     status, audit, _ = await call("get_audit", http("GET", "/api/sessions/s-1/audit", route={"session_id": "s-1"},
                                                     params={"verify": "true"}))
     assert status == 200
-    assert [(r["action"], r["actor"]) for r in audit["records"]] == [("started", None), ("decided", "amy")]
+    assert [(r["action"], r["actor"]) for r in audit["records"]] == [("started", "tess"), ("decided", "amy")]
     assert audit["records"][1]["detail"]["result"] == {"approved": True, "feedback": ""}
     assert audit["verification"]["valid"] is True
     await get_runtime().service.drain()
@@ -49,7 +49,7 @@ async def test_start_then_decide_then_completed(runtime: InMemoryEventPublisher)
     created = runtime.events[0]
     assert created["subject"] == f"sessions/s-1/requests/{request['call_id']}"
     assert created["source"] == "/workflows/content-review"
-    assert created["data"]["decide_url"].startswith("http://127.0.0.1:7071/api/decide?token=")
+    assert created["data"]["decide_url"] is None  # links are minted per recipient by the notifier, never in events
 
 
 async def test_start_is_idempotent_for_the_same_input_and_conflicts_otherwise(runtime: InMemoryEventPublisher) -> None:
@@ -144,9 +144,18 @@ async def test_inbox_pages_and_filters(runtime: InMemoryEventPublisher) -> None:
         continuation = page["continuation"]
         if continuation is None:
             break
-    assert sorted(seen) == [f"inbox-{i}" for i in range(5)] and len(seen) == 5
-    _, amy, _ = await call("list_requests", http("GET", "/api/requests", params={"assignee": "amy"}))
+    # the default caller is a reviewer: the role's requests (1, 3) are theirs; the others name amy
+    assert sorted(seen) == ["inbox-1", "inbox-3"] and len(seen) == 2
+    _, everything, _ = await call("list_requests", http("GET", "/api/requests", params={"scope": "all"}))
+    assert sorted(i["session_id"] for i in everything["items"]) == [f"inbox-{i}" for i in range(5)]
+    _, amy, _ = await call("list_requests", http("GET", "/api/requests", headers={"x-hitl-user": "amy",
+                                                                                    "x-hitl-roles": ""}))
     assert sorted(i["session_id"] for i in amy["items"]) == ["inbox-0", "inbox-2", "inbox-4"]
+    _, by_admin, _ = await call("list_requests", http("GET", "/api/requests", params={"assignee": "user:amy"}))
+    assert sorted(i["session_id"] for i in by_admin["items"]) == ["inbox-0", "inbox-2", "inbox-4"]
+    status, _, _ = await call("list_requests", http("GET", "/api/requests", params={"scope": "all"},
+                                                    headers={"x-hitl-user": "amy", "x-hitl-roles": ""}))
+    assert status == 403
     status, _, _ = await call("list_requests", http("GET", "/api/requests", params={"continuation": "garbage!"}))
     assert status == 400
     status, _, _ = await call("list_requests", http("GET", "/api/requests", params={"status": "done"}))

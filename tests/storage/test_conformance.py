@@ -22,6 +22,6 @@ def test_suite_has_every_check() -> None:
     assert names >= {
         "round_trip", "create_only", "stale_version_conflicts", "versions_change_on_every_save", "delete",
         "list_sessions_filters", "list_sessions_paging", "ttl_expiry", "inbox_order", "inbox_filters",
-        "inbox_paging", "inbox_follows_saves", "bad_continuation", "audit", "size_guard", "unicode",
-        "large_payload", "concurrent_writers",
+        "inbox_paging", "inbox_follows_saves", "inbox_any_of_assignees", "inbox_multi_key_paging",
+        "bad_continuation", "audit", "size_guard", "unicode", "large_payload", "concurrent_writers",
     }

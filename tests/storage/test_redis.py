@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import random
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -368,3 +370,112 @@ async def test_storage_from_settings(redis_url: str) -> None:
         assert await store.delete(sid) is True
     finally:
         await store.close()
+
+
+# -- the multi-key inbox: a merge of the assignees' indexes inside the script ---------------------
+async def _drain_inbox(store: RedisCheckpointStorage, limit: int, **filters: Any) -> tuple[list[tuple[str, str]], int]:
+    got: list[tuple[str, str]] = []
+    token: str | None = None
+    for pages in range(1, 1000):
+        page = await store.list_pending_requests(limit=limit, continuation=token, **filters)
+        got += [(e.session_id, e.request.call_id) for e in page.items]
+        if (token := page.continuation) is None:
+            return got, pages
+    raise AssertionError("paging did not end")
+
+
+async def test_multi_key_inbox_is_one_round_trip_and_writes_nothing(storage: RedisCheckpointStorage,
+                                                                    redis_url: str) -> None:
+    for n in range(6):
+        approvers = [["user:amy", "role:fin"], ["role:fin"], ["role:hr"]][n % 3]
+        await storage.save(make_checkpoint(f"m-{n}", requests=[make_request("c", approvers=approvers)]),
+                           expected_version=None)
+    await storage.list_pending_requests(assignees=["user:amy", "role:fin"])  # warm the script cache
+    before = sorted([k async for k in storage.client.scan_iter(match="*")])
+    assert await _commands_during(
+        redis_url, lambda: storage.list_pending_requests(assignees=["user:amy", "role:fin", "role:x"], limit=2)
+    ) == ["EVALSHA"]
+    assert sorted([k async for k in storage.client.scan_iter(match="*")]) == before, "no temporary keys"
+    got, _ = await _drain_inbox(storage, 1, assignees=["user:amy", "role:fin"])
+    assert got == [("m-0", "c"), ("m-1", "c"), ("m-3", "c"), ("m-4", "c")]
+
+
+async def test_multi_key_scan_budget_gives_short_pages_that_still_complete(redis_url: str) -> None:
+    """The budget counts index entries: a request under three keys costs three, and is returned once."""
+    store = RedisCheckpointStorage(redis_url, key_prefix=f"t-{uuid.uuid4().hex[:10]}:", scan_budget=2)
+    keys = ["user:amy", "role:fin", "role:audit"]
+    try:
+        for n in range(12):
+            approvers = keys if n % 4 == 0 else [keys[n % 3]] if n % 4 == 1 else ["role:hr"] if n % 4 == 2 \
+                else keys[:2]
+            await store.save(make_checkpoint(f"b-{n:02d}", workflow="even" if n % 2 == 0 else "odd",
+                                             requests=[make_request("c", approvers=approvers)]),
+                             expected_version=None)
+        expected = [(f"b-{n:02d}", "c") for n in range(12) if n % 4 != 2]
+        first = await store.list_pending_requests(assignees=keys, limit=5)
+        assert [e.session_id for e in first.items] == ["b-00"] and first.continuation is not None, \
+            "b-00 alone (three index entries) spends the budget of 2"
+        got, pages = await _drain_inbox(store, 5, assignees=keys)
+        assert got == expected and pages > 3
+        got, _ = await _drain_inbox(store, 1, assignees=keys, workflow="odd")
+        assert got == [s for s in expected if int(s[0][2:]) % 2 == 1]
+    finally:
+        await store.close()
+
+
+async def test_multi_key_merge_keeps_byte_order_with_separator_bytes(storage: RedisCheckpointStorage) -> None:
+    """Members differing only after the NUL separator, or in escaped bytes, merge in (session, call) order."""
+    ids = ["t", "t\x00", "t\x00a", "t\x01", "t\x01\x02", "t\x02", "ta", "\x00", "tä", "t\U0001f600", "T"]
+    for n, sid in enumerate(ids):
+        await storage.save(make_checkpoint(sid, requests=[
+            make_request("c\x00\x01", approvers=["role:a"] if n % 2 else ["role:b", "role:a"]),
+            make_request("c", approvers=["role:b"] if n % 3 else ["role:c"])]), expected_version=None)
+    expected = sorted((sid, cid) for sid in ids for cid in ("c", "c\x00\x01"))
+    for limit in (1, 2, 3, 50):
+        got, _ = await _drain_inbox(storage, limit, assignees=["role:c", "role:b", "role:a"])
+        assert got == expected, limit
+
+
+@pytest.mark.parametrize("width", ["native", "4"])
+async def test_lua_byte_order_matches_zrangebylex(storage: RedisCheckpointStorage, width: str) -> None:
+    """The script's sort key orders arbitrary byte strings exactly as the sorted set does."""
+    from hitl_core.checkpoint.redis import _LUA_BYTE_ORDER
+
+    helpers = _LUA_BYTE_ORDER
+    if width == "4":  # the fallback for servers whose C long cannot hold 48 bits
+        helpers = helpers.replace("local W = struct.unpack", "local W = 4 or struct.unpack", 1)
+    script = helpers + r"""
+local items = {}
+for i = 1, #ARGV do items[i] = {s = ARGV[i], k = sortkey(ARGV[i])} end
+table.sort(items, function(x, y) return before(x.k, y.k) end)
+local out = {}
+for i = 1, #items do out[i] = items[i].s end
+return out
+"""
+    rnd = random.Random(7)
+    alphabet = [0, 1, 2, 0x2B, 0x2E, 0x30, 0x39, 0x41, 0x61, 0x7F, 0x80, 0xC3, 0xE4, 0xFF]
+    values = {bytes(rnd.choice(alphabet) for _ in range(rnd.randint(0, 15))) for _ in range(400)}
+    values |= {b"", b"\x00", b"\x00\x00", b"a", b"a\x00", b"a\x00\x00\x00\x00\x00\x00", b"\xff" * 13,
+               b"2030-01-02T03:04:05+00:00", b"2030-01-02T03:04:05.000001+00:00"}
+    members = sorted(values)
+    shuffled = list(members)
+    rnd.shuffle(shuffled)
+    key = f"{storage.key_prefix}order"
+    await storage.client.zadd(key, dict.fromkeys(shuffled, 0))
+    assert await storage.client.zrangebylex(key, "-", "+") == members
+    assert await storage.client.eval(script, 0, *shuffled) == members
+
+
+async def test_multi_key_walk_drops_expired_sessions_from_every_index(storage: RedisCheckpointStorage) -> None:
+    p, c = storage.key_prefix, storage.client
+    await storage.save(make_checkpoint("gone", requests=[make_request("c", approvers=["user:amy", "role:fin"])]),
+                       expected_version=None, ttl_seconds=1)
+    await storage.save(make_checkpoint("stays", requests=[make_request("c", approvers=["role:fin"])]),
+                       expected_version=None)
+    await c.delete(f"{p}session:gone", f"{p}requests:gone")  # what expiry does
+    page = await storage.list_pending_requests(assignees=["user:amy", "role:fin"])
+    assert [e.session_id for e in page.items] == ["stays"] and page.continuation is None
+    sessions = {index: [m.split(b"\x00")[1] for m in await c.zrange(f"{p}{index}", 0, -1)]
+                for index in ("idx:inbox", "idx:inbox:as:user:amy", "idx:inbox:as:role:fin")}
+    assert sessions == {"idx:inbox": [b"stays"], "idx:inbox:as:user:amy": [], "idx:inbox:as:role:fin": [b"stays"]}
+    assert await c.exists(f"{p}refs:gone") == 0

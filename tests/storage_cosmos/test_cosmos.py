@@ -513,8 +513,13 @@ async def test_inbox_matches_the_reference_backend_page_by_page(seed: int,
     for cp in _dataset(seed):
         await reference.save(cp, expected_version=None)
         await storage.save(cp, expected_version=None)
-    for filters in ({}, {"workflow": "travel"}, {"assignee": "bob"}, {"workflow": "expense", "assignee": "carol"},
-                    {"assignee": "nobody"}):
+    filter_sets: list[dict[str, Any]] = [
+        {}, {"workflow": "travel"}, {"assignee": "bob"}, {"workflow": "expense", "assignee": "carol"},
+        {"assignee": "nobody"}, {"assignees": ["alice", "carol"]}, {"assignees": ["bob", "carol", "alice"]},
+        {"assignees": ["carol", "bob"], "workflow": "expense"}, {"assignees": ["nobody", "alice"]},
+        {"assignees": ["nobody", "noone"]},
+    ]
+    for filters in filter_sets:
         for limit in (1, 2, 3, 50):
             expected = await _all_pages(reference, "list_pending_requests", limit, **filters)
             got = await _all_pages(storage, "list_pending_requests", limit, **filters)
@@ -569,6 +574,58 @@ async def test_inbox_query_is_parameterised(storage: CosmosDBCheckpointStorage, 
     assert (await storage.list_pending_requests(workflow=evil, assignee=evil)).items == []
     [query] = [r for r in proxy.requests if r.kind == "query"]
     assert evil.encode() not in query.body.split(b'"parameters"')[0]
+
+
+async def test_multi_key_inbox_is_one_parameterised_cross_partition_query(
+        storage: CosmosDBCheckpointStorage, proxy: CosmosProxy) -> None:
+    evil = ["x' OR 1=1 --", "role:\") OR true OR (\"", "user:amy"]
+    await storage.save(checkpoint("s-m1", requests=[pending("c1", approvers=("user:amy", "role:fin"))]),
+                       expected_version=None)
+    await storage.save(checkpoint("s-m2", requests=[pending("c1", minutes=1, approvers=("role:hr",))]),
+                       expected_version=None)
+    proxy.clear()
+    storage.ops.clear()
+    page = await storage.list_pending_requests(assignees=evil, workflow="expense")
+    assert [(e.session_id, e.request.call_id) for e in page.items] == [("s-m1", "c1")]
+    assert storage.ops == {"query": 1}
+    [query] = [r for r in proxy.requests if r.kind == "query"]
+    assert query.cross_partition
+    sent = json.loads(query.body)
+    assert "(ARRAY_CONTAINS(c.assignees, @a0) OR ARRAY_CONTAINS(c.assignees, @a1) OR " \
+           "ARRAY_CONTAINS(c.assignees, @a2))" in sent["query"]
+    for key in evil:
+        assert key not in sent["query"]
+    assert {"name": "@a0", "value": evil[0]} in sent["parameters"]
+
+
+async def test_the_server_applies_the_assignee_clause(storage: CosmosDBCheckpointStorage, proxy: CosmosProxy) -> None:
+    """The stand-in evaluates the OR'ed ARRAY_CONTAINS itself: sessions naming none of the keys never come back."""
+    await storage.save(checkpoint("s-a", requests=[pending("c1", approvers=("user:amy",))]), expected_version=None)
+    await storage.save(checkpoint("s-b", requests=[pending("c1", approvers=("role:fin", "role:hr"))]),
+                       expected_version=None)
+    await storage.save(checkpoint("s-c", requests=[pending("c1", approvers=("role:hr",))]), expected_version=None)
+    await storage.save(checkpoint("s-d", requests=[pending("c1", approvers=())]), expected_version=None)
+    proxy.clear()
+    page = await storage.list_pending_requests(assignees=["user:amy", "role:fin"])
+    assert [e.session_id for e in page.items] == ["s-a", "s-b"]
+    [query] = [r for r in proxy.requests if r.kind == "query"]
+    sent = json.loads(query.body)
+    container = await storage._ready()
+    rows = [row async for row in container.query_items(sent["query"], parameters=sent["parameters"])]
+    assert sorted(row["session_id"] for row in rows) == ["s-a", "s-b"]
+
+
+async def test_inbox_assignee_arguments_are_checked_before_any_request(storage: CosmosDBCheckpointStorage,
+                                                                       proxy: CosmosProxy) -> None:
+    proxy.clear()
+    with pytest.raises(ValueError, match="not both"):
+        await storage.list_pending_requests(assignee="user:amy", assignees=["role:fin"])
+    with pytest.raises(ValueError, match="at most 50"):
+        await storage.list_pending_requests(assignees=[f"role:r{n}" for n in range(51)])
+    with pytest.raises(TypeError):
+        await storage.list_pending_requests(assignees="user:amy")
+    assert (await storage.list_pending_requests(assignees=[])).items == []
+    assert proxy.ops() == {}
 
 
 async def test_inbox_rejects_a_foreign_continuation(storage: CosmosDBCheckpointStorage) -> None:
