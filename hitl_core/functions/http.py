@@ -17,9 +17,11 @@ import azure.durable_functions as df
 import azure.functions as func
 from pydantic import ValidationError
 
+from ..access import Caller
 from ..errors import error_summary, json_text
+from ..settings import Settings
 from ..views import ResponseBody, StartBody
-from .identity import caller_from_request
+from . import identity
 from .problem import HttpProblem, from_error, ok, problem
 from .runtime import get_runtime
 
@@ -73,6 +75,18 @@ def check_text(req: func.HttpRequest) -> None:
                 raise HttpProblem(400, "Bad request",
                                   f"the {kind} parameter {json_text(_shown(key))} is not valid UTF-8 text",
                                   parameter=_shown(key))
+
+
+def caller_from_request(req: func.HttpRequest, settings: Settings, **kwargs: Any) -> Caller:
+    """The caller :func:`identity.caller_from_request` reads, refused with a 400 when what it names is not
+    text: an Easy Auth principal is base64 (so :func:`check_text` passes it) and may carry ``\\ud800``."""
+    caller = identity.caller_from_request(req, settings, **kwargs)
+    for value in (caller.user, caller.source, *caller.roles):
+        if isinstance(value, str) and not _is_text(value):
+            header = "x-ms-client-principal" if settings.auth_mode == "easyauth" else "x-hitl-user"
+            raise HttpProblem(400, "Bad request", f"the {header} header names a caller that is not valid Unicode",
+                              header=header)
+    return caller
 
 
 def read_json(req: func.HttpRequest, *, required: bool = True) -> Any:

@@ -492,7 +492,11 @@ HOSTILE_PRINCIPALS = {
                                              "name_typ": ["x"], "role_typ": {"y": 1}})),
     "many-claims": b64(json.dumps({"claims": [{"typ": "roles", "val": "r" * 300}] * 5000})),
     "duplicate-keys": b64('{"claims": [{"typ": "name", "val": "amy", "val": "rita"}]}'),
+    "name-not-unicode": b64('{"claims": [{"typ": "name", "val": "r\\udce9ta"}]}'),
+    "role-not-unicode": b64('{"claims": [{"typ": "name", "val": "rita"}, {"typ": "roles", "val": "\\ud800"}]}'),
 }
+#: Principals refused by name (400) on every API operation: not UTF-8, or naming a caller that is not Unicode.
+REFUSED_PRINCIPALS = ("not-utf8", "name-not-unicode", "role-not-unicode")
 
 
 @pytest.fixture
@@ -506,9 +510,10 @@ async def easyauth(runtime: InMemoryEventPublisher, monkeypatch: pytest.MonkeyPa
     yield publisher
 
 
-@pytest.mark.parametrize("principal", list(HOSTILE_PRINCIPALS.values()), ids=list(HOSTILE_PRINCIPALS))
+@pytest.mark.parametrize("which", list(HOSTILE_PRINCIPALS))
 async def test_a_hostile_principal_never_fails_and_decides_nothing(easyauth: InMemoryEventPublisher,
-                                                                   principal: str) -> None:
+                                                                   which: str) -> None:
+    principal = HOSTILE_PRINCIPALS[which]
     rita = b64(json.dumps({"claims": [{"typ": "name", "val": "rita"}, {"typ": "roles", "val": "admins"}]}))
     status, view, _ = await call("start_session", http(
         "POST", "/", route={"workflow": "content-review"}, body={"session_id": "p", "input": {
@@ -518,10 +523,11 @@ async def test_a_hostile_principal_never_fails_and_decides_nothing(easyauth: InM
     call_id = view["pending_requests"][0]["call_id"]
     before = await session_as("p", {"x-ms-client-principal": rita})
     answers = await _every_operation({"x-ms-client-principal": principal}, "p", call_id)
-    if principal == HOSTILE_PRINCIPALS["not-utf8"]:  # bytes that are not UTF-8 are refused by name
+    if which in REFUSED_PRINCIPALS:
         for name, status, body in answers:
             if name not in ("decide_page", "decide_submit", "health", "openapi"):
-                assert (status, body["header"]) == (400, "x-ms-client-principal"), (name, body)
+                assert (status, body["title"], body["header"]) == (400, "Bad request", "x-ms-client-principal"), \
+                    (name, body)
     assert await session_as("p", {"x-ms-client-principal": rita}) == before
 
 
@@ -580,7 +586,8 @@ async def test_content_types(runtime: InMemoryEventPublisher, content_type: str,
                                            raw=json.dumps({"call_id": "not-" + call_id, "result": {}}).encode()))
     problem_ = assert_problem(*got, status, title)
     if status == 415:
-        sent = json.dumps(content_type.lower(), ensure_ascii=False) if content_type else "a body without a content type"
+        media_type = content_type.split(";")[0].strip().lower()  # named without its parameters
+        sent = json.dumps(media_type, ensure_ascii=False) if content_type else "a body without a content type"
         assert problem_["detail"] == f"send the body as application/json, not {sent}"
     await assert_unchanged(before, call_id)
 
@@ -640,3 +647,24 @@ async def test_a_route_parameter_that_is_not_text_gets_a_400(runtime: InMemoryEv
     status, body, response = await call("get_session", http("GET", "/", route={"session_id": "s\udcff"},
                                                             headers=RITA))
     assert assert_problem(status, body, response, 400, "Bad request")["parameter"] == "session_id"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "decide.py/identity.py (not this change's files): a sign-in link (token without approver) takes the caller "
+    "from X-HITL-User; bytes that are not UTF-8 reach directory Person(...) and its ValidationError escapes "
+    "decide_page/decide_submit (500). Fix: identity.caller_from_request treats a value that does not encode as "
+    "UTF-8 as absent (or decide.py answers a 400 page); then remove this marker."))
+async def test_a_sign_in_link_with_a_caller_that_is_not_utf8_never_fails(runtime: InMemoryEventPublisher) -> None:
+    call_id = await pending_session("link")
+    signer = get_runtime().service.signer
+    assert signer is not None
+    token = signer.sign("link", call_id)  # no approver: the reader signs in and decides as themselves
+    before = await session("link")
+    status, _, _ = await call("decide_page", http("GET", "/api/decide", params={"token": token},
+                                                  headers={"x-hitl-user": "r\udce9ta"}))
+    assert 400 <= status < 500
+    status, _, _ = await call("decide_submit", http(
+        "POST", "/api/decide", raw=f"token={token}&decision=approve".encode(),
+        headers={"content-type": "application/x-www-form-urlencoded", "x-hitl-user": "r\udce9ta"}))
+    assert 400 <= status < 500
+    await assert_unchanged(before, call_id)
