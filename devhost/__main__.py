@@ -26,7 +26,8 @@ module is imported. Only variables the user has not set are filled in:
                                     still show up in the local mailbox)
 ==================================  ==========================================================
 
-The SMTP group is only filled when ``HITL_SMTP_HOST`` is unset (a real mail server keeps its own
+``HITL_SMTP_HOST=off`` turns e-mail off (nothing is mailed, not even to the sink). The SMTP group
+is only filled when ``HITL_SMTP_HOST`` is unset (a real mail server keeps its own
 port and TLS settings); the Event Grid key only when the endpoint is the local topic. Writing
 these defaults is the one place outside :mod:`hitl_core.settings` that touches ``os.environ``:
 the process entry point configures the environment that settings then reads.

@@ -88,10 +88,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Comma-separated HMAC keys for decision links; the first signs, all verify (rotation).",
                 secret=True),
     SettingSpec("HITL_LINK_TTL_SECONDS", "604800", "Lifetime of a decision link (default 7 days)."),
-    SettingSpec("HITL_WEBHOOK_URL", None, "Notification webhook URL (JSON POST); unset disables the channel."),
+    SettingSpec("HITL_WEBHOOK_URL", None,
+                "Notification webhook URL (JSON POST); unset or `off` disables the channel."),
     SettingSpec("HITL_WEBHOOK_SECRET", None, "HMAC-SHA256 key for the webhook signature header.",
                 secret=True),
-    SettingSpec("HITL_SMTP_HOST", None, "SMTP server for e-mail notifications; unset disables e-mail."),
+    SettingSpec("HITL_SMTP_HOST", None,
+                "SMTP server for e-mail notifications; `off` disables e-mail (unset: `make run` uses its SMTP sink, "
+                "Azure sends no e-mail)."),
     SettingSpec("HITL_SMTP_PORT", "587", "SMTP port."),
     SettingSpec("HITL_SMTP_USERNAME", None, "SMTP login user (optional)."),
     SettingSpec("HITL_SMTP_PASSWORD", None, "SMTP login password (optional).", secret=True),
@@ -147,6 +150,16 @@ def _int(env: Mapping[str, str], name: str, *, minimum: int = 0) -> int:
 
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in (_raw(env, name) or "").split(",") if item.strip())
+
+
+#: The explicit "switched off" value of a channel setting (an empty value means "unset": the
+#: local host then fills in its own SMTP sink, so "off" is how to turn e-mail off there too).
+OFF = "off"
+
+
+def _switchable(env: Mapping[str, str], name: str) -> str | None:
+    value = _raw(env, name)
+    return None if value is not None and value.lower() == OFF else value
 
 
 def _path(env: Mapping[str, str], name: str) -> Path | None:
@@ -247,9 +260,9 @@ class Settings:
             refusal_audit_limit=_int(source, "HITL_REFUSAL_AUDIT_LIMIT"),
             link_signing_keys=_list(source, "HITL_LINK_SIGNING_KEYS"),
             link_ttl_seconds=_int(source, "HITL_LINK_TTL_SECONDS", minimum=1),
-            webhook_url=_raw(source, "HITL_WEBHOOK_URL"),
+            webhook_url=_switchable(source, "HITL_WEBHOOK_URL"),
             webhook_secret=_raw(source, "HITL_WEBHOOK_SECRET"),
-            smtp_host=_raw(source, "HITL_SMTP_HOST"),
+            smtp_host=_switchable(source, "HITL_SMTP_HOST"),
             smtp_port=_int(source, "HITL_SMTP_PORT", minimum=1),
             smtp_username=_raw(source, "HITL_SMTP_USERNAME"),
             smtp_password=_raw(source, "HITL_SMTP_PASSWORD"),

@@ -668,3 +668,16 @@ async def test_a_sign_in_link_with_a_caller_that_is_not_utf8_never_fails(runtime
         headers={"content-type": "application/x-www-form-urlencoded", "x-hitl-user": "r\udce9ta"}))
     assert 400 <= status < 500
     await assert_unchanged(before, call_id)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "directory/open.py + access.py (not this change's files): with no directory configured (the default), "
+    "OpenDirectory.person(name) builds Person(id=name), whose fields allow at most 256 characters; a start "
+    "naming a longer reviewer raises its ValidationError from AccessPolicy.resolve_request (500). Fix: "
+    "OpenDirectory.person returns None for a name it cannot hold (or the input model limits each reviewer to "
+    "256 characters, answering 422); then remove this marker."))
+async def test_a_reviewer_name_longer_than_a_directory_id_never_fails(runtime: InMemoryEventPublisher) -> None:
+    status, body, _ = await call("start_session", http(
+        "POST", "/api/workflows/content-review/sessions", route={"workflow": "content-review"},
+        body={"session_id": "long", "input": {"draft": "x", "reviewers": ["x" * 257]}}, headers=RITA))
+    assert 400 <= status < 500, body

@@ -14,8 +14,14 @@ recorded decision, which counts as acknowledged when it is the decision the clie
 * statuses are possible ones: pending sessions have a pending request, completed ones none and
   exactly one output (content-review), a content-review session's requests follow its decisions;
 * every audit chain verifies;
-* with a mailbox: every request ever created was e-mailed at least once, no event id was
-  e-mailed twice, no e-mail names a request that does not exist.
+* with a mailbox: every request ever created was e-mailed at least once, no recipient got the
+  same event twice (each e-mail recipient gets a message of their own, whose ``Message-ID`` is
+  per event and recipient), no e-mail names a request that does not exist.
+
+Everyone acts as a person of the demo directory (devhost/demo-directory.json): the review
+clients as a reviewer (``rita`` or ``ron``, of the ``reviewers`` role that decides a
+content-review without named reviewers), the checks as ``ada`` (``auditors``: may read every
+session and its audit) and the inbox check as the reviewer whose inbox it is.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +43,19 @@ REJECT: dict[str, Any] = {"approved": False, "feedback": "shorter"}
 
 #: What a client retries: the host is down (refused/reset), restarting, or the store is down.
 RETRYABLE_STATUSES = {502, 503, 504}
+
+#: The ``reviewers`` role of the demo directory: either may decide any content-review here.
+REVIEWERS = ("rita", "ron")
+REVIEWER = REVIEWERS[0]
+#: A neutral reader: the ``auditors`` role reads every session and audit, decides nothing.
+AUDITOR = "ada"
+#: The addresses the reviewers role is e-mailed at (one message each).
+REVIEWER_EMAILS = frozenset({"rita@example.com", "ron@example.com"})
+
+
+def as_user(user: str | None) -> dict[str, str]:
+    """The dev-mode identity header naming ``user`` (none: an anonymous caller)."""
+    return {"X-HITL-User": user} if user else {}
 
 
 class CycleAborted(RuntimeError):
@@ -88,8 +107,11 @@ class ReviewClient:
     """Drives content-review sessions like a patient client: retries what may be retried."""
 
     def __init__(self, base_url: str, ledger: Ledger, *, cycle_timeout: float = 30.0,
-                 pause: float = 0.05, on_503: Callable[[httpx.Response], None] | None = None) -> None:
-        self.http = httpx.Client(base_url=base_url, timeout=10.0)
+                 pause: float = 0.05, on_503: Callable[[httpx.Response], None] | None = None,
+                 user: str = REVIEWER) -> None:
+        #: the reviewer who starts, reads and decides (content-review has no separation of duties)
+        self.user = user
+        self.http = httpx.Client(base_url=base_url, timeout=10.0, headers=as_user(user))
         self.ledger = ledger
         self.cycle_timeout = cycle_timeout
         self.pause = pause
@@ -189,6 +211,10 @@ class Report:
     requests_created: int = 0
     decisions_checked: int = 0
     emails: int = 0
+    #: distinct (event, recipient) pairs e-mailed; ``emails - duplicates`` when nothing went twice
+    deliveries: int = 0
+    requests_mailed: int = 0
+    recipients: Counter[str] = field(default_factory=Counter)  # address -> mails received
     duplicates: int = 0
     lost: int = 0
     phantom: int = 0
@@ -200,11 +226,14 @@ class Report:
 
 
 def settle(base_url: str, session_ids: Iterable[str], timeout: float = 30.0) -> dict[str, dict[str, Any]]:
-    """GET every session until none is ``running`` (the next call finishes a dead continuation)."""
+    """GET every session until none is ``running`` (the next call finishes a dead continuation).
+
+    Read as the auditor, who may read every session: a 404 means the session does not exist.
+    """
     views: dict[str, dict[str, Any]] = {}
     todo = sorted(set(session_ids))
     deadline = time.monotonic() + timeout
-    with httpx.Client(base_url=base_url, timeout=10.0) as http:
+    with httpx.Client(base_url=base_url, timeout=10.0, headers=as_user(AUDITOR)) as http:
         while todo:
             left: list[str] = []
             for sid in todo:
@@ -275,13 +304,15 @@ def _header(mail: dict[str, Any], name: str) -> str | None:
 
 
 def verify(base_url: str, ledger: Ledger, views: dict[str, dict[str, Any]],
-           delivery: Delivery | None, *, duplicates_allowed: bool = False) -> Report:
+           delivery: Delivery | None, *, duplicates_allowed: bool = False,
+           recipients: Collection[str] | None = None) -> Report:
     """Check every invariant over every session the clients touched (see the module docstring).
 
     ``duplicates_allowed``: a process died between a send and its confirmation (or the
     de-duplication store was down), so an e-mail may have been
-    sent twice (the dispatcher is at-least-once when it cannot record a delivery); copies must
-    then carry the same ``Message-ID`` so that mail clients collapse them.
+    sent twice to a recipient (the dispatcher is at-least-once when it cannot record a delivery);
+    copies must then carry the same ``Message-ID`` so that mail clients collapse them.
+    ``recipients``: every address an e-mail may go to (None: any).
     """
     report = Report()
     bad = report.violations.append
@@ -292,7 +323,7 @@ def verify(base_url: str, ledger: Ledger, views: dict[str, dict[str, Any]],
         if sid not in views:
             bad(f"{sid}: start was acknowledged ({ledger.started[sid]}) but the session is gone")
     decided_anywhere: Counter[str] = Counter()
-    with httpx.Client(base_url=base_url, timeout=10.0) as http:
+    with httpx.Client(base_url=base_url, timeout=10.0, headers=as_user(AUDITOR)) as http:
         for sid, view in sorted(views.items()):
             report.sessions += 1
             status = view["status"]
@@ -349,13 +380,14 @@ def verify(base_url: str, ledger: Ledger, views: dict[str, dict[str, Any]],
         if count > 1:
             bad(f"call id {call_id} has {count} 'decided' audit records")
     pending_ids = {p["call_id"] for view in views.values() for p in view["pending_requests"]}
-    inbox = _inbox_call_ids(base_url)
-    if inbox != pending_ids:
-        bad(f"the inbox lists {len(inbox)} requests, the sessions hold {len(pending_ids)} pending: "
-            f"stale {sorted(inbox - pending_ids)[:5]}, missing {sorted(pending_ids - inbox)[:5]}")
+    for reviewer in REVIEWERS:  # the reviewers role may decide every one of them
+        inbox = _inbox_call_ids(base_url, reviewer)
+        if inbox != pending_ids:
+            bad(f"{reviewer}'s inbox lists {len(inbox)} requests, the sessions hold {len(pending_ids)} pending: "
+                f"stale {sorted(inbox - pending_ids)[:5]}, missing {sorted(pending_ids - inbox)[:5]}")
     report.requests_created = len(report.created_call_ids)
     if delivery is not None:
-        _verify_mails(report, delivery.mails, duplicates_allowed)
+        _verify_mails(report, delivery.mails, duplicates_allowed, recipients)
         # a dead-lettered delivery is only a loss if nothing delivered the event later (a lost mail)
         report.dead_lettered = int(delivery.topic.get("failed", 0))
         if report.lost and report.dead_lettered:
@@ -364,14 +396,16 @@ def verify(base_url: str, ledger: Ledger, views: dict[str, dict[str, Any]],
     return report
 
 
-def _inbox_call_ids(base_url: str) -> set[str]:
-    """Every call id the reviewer inbox lists as pending (all pages)."""
+def _inbox_call_ids(base_url: str, reviewer: str) -> set[str]:
+    """Every call id ``reviewer``'s inbox lists as pending (all pages)."""
     found: set[str] = set()
     continuation: str | None = None
-    with httpx.Client(base_url=base_url, timeout=10.0) as http:
+    with httpx.Client(base_url=base_url, timeout=10.0, headers=as_user(reviewer)) as http:
         for _ in range(1000):
             params = {"status": "pending", "limit": "200", **({"continuation": continuation} if continuation else {})}
-            page = http.get("/api/requests", params=params).json()
+            response = http.get("/api/requests", params=params)
+            assert response.status_code == 200, f"{reviewer}'s inbox: {response.status_code} {response.text[:300]}"
+            page = response.json()
             found.update(item["call_id"] for item in page["items"])
             continuation = page.get("continuation")
             if not continuation:
@@ -379,37 +413,63 @@ def _inbox_call_ids(base_url: str) -> set[str]:
     return found
 
 
-def _verify_mails(report: Report, mails: list[dict[str, Any]], duplicates_allowed: bool) -> None:
+def _recipients(mail: dict[str, Any]) -> list[str]:
+    """Who a mail was delivered to (the SMTP envelope; else its To header), lower-cased."""
+    envelope = mail.get("envelope") or {}
+    found = envelope.get("rcpt_tos") or mail.get("to") or []
+    return sorted({str(r).strip().lower() for r in found}) or ["?"]
+
+
+def _verify_mails(report: Report, mails: list[dict[str, Any]], duplicates_allowed: bool,
+                  recipients: Collection[str] | None) -> None:
+    """Each e-mail recipient gets a message of their own: deliveries are counted per event and recipient."""
     bad = report.violations.append
     report.emails = len(mails)
-    message_ids: dict[str, set[str | None]] = defaultdict(set)
-    by_event: Counter[str] = Counter()
+    message_ids: dict[tuple[str, str], set[str | None]] = defaultdict(set)
+    by_delivery: Counter[tuple[str, str]] = Counter()  # (event id, recipient)
     by_call: Counter[str] = Counter()
+    shared: dict[str, dict[str | None, set[tuple[str, ...]]]] = defaultdict(lambda: defaultdict(set))
+    allowed = {r.lower() for r in recipients} if recipients is not None else None
     for mail in mails:
         event_id = _header(mail, "X-HITL-Event-Id") or _header(mail, "Message-ID") or "?"
         call_id = _header(mail, "X-HITL-Call-Id") or "?"
         session_id = _header(mail, "X-HITL-Session") or "?"
-        by_event[event_id] += 1
+        message_id = _header(mail, "Message-ID")
+        to = _recipients(mail)
         by_call[call_id] += 1
-        message_ids[event_id].add(_header(mail, "Message-ID"))
+        shared[event_id][message_id].add(tuple(to))
+        for recipient in to:
+            by_delivery[(event_id, recipient)] += 1
+            message_ids[(event_id, recipient)].add(message_id)
+            report.recipients[recipient] += 1
+            if allowed is not None and recipient not in allowed:
+                bad(f"mail {event_id} went to {recipient}, who is not among {sorted(allowed)}")
         text = mail.get("text") or ""
         if f"Call id:   {call_id}" not in text or f"Session:   {session_id}" not in text:
             bad(f"mail {event_id}: its text does not name call {call_id} of session {session_id}")
         if report.created_call_ids.get(call_id) not in (session_id,):
             report.phantom += 1
             bad(f"mail {event_id} names request {call_id} of {session_id}, which no session created")
-    for event_id, count in by_event.items():
+    for (event_id, recipient), count in by_delivery.items():
         if count > 1:
             report.duplicates += count - 1
             if not duplicates_allowed:
-                bad(f"event {event_id} was e-mailed {count} times")
-            elif len(message_ids[event_id]) != 1:
-                bad(f"event {event_id} was e-mailed {count} times with different Message-IDs {message_ids[event_id]}")
+                bad(f"event {event_id} was e-mailed to {recipient} {count} times")
+            elif len(message_ids[(event_id, recipient)]) != 1:
+                bad(f"event {event_id} was e-mailed to {recipient} {count} times with different Message-IDs "
+                    f"{message_ids[(event_id, recipient)]}")
+    for event_id, by_message_id in shared.items():
+        for message_id, addressed in by_message_id.items():
+            if len(addressed) > 1:  # a mail client would drop one person's message as a copy of another's
+                bad(f"event {event_id}: messages to {sorted(addressed)} share the Message-ID {message_id}")
+    report.deliveries = len(by_delivery)
     for call_id, sid in sorted(report.created_call_ids.items(), key=lambda kv: kv[1]):
         if by_call[call_id] == 0:
             report.lost += 1
             report.lost_requests.append((sid, call_id))
             bad(f"request {call_id} of {sid} was never e-mailed")
+        else:
+            report.requests_mailed += 1
 
 
 def backend_env(request: Any, name: str) -> dict[str, str]:
