@@ -473,10 +473,10 @@ class HitlService:
                               who: Identity | None) -> StartResult:
         cp = stored.checkpoint
         if who is not None and not self.access.may_read(who, cp):
-            raise SessionConflictError(f"session id {cp.session_id!r} is taken", session_id=cp.session_id)
+            raise SessionConflictError(f"session id {json.dumps(cp.session_id)} is taken", session_id=cp.session_id)
         if cp.workflow != workflow or cp.input_fingerprint != digest:
             raise SessionConflictError(
-                f"session {cp.session_id!r} exists already with "
+                f"session {json.dumps(cp.session_id)} exists already with "
                 f"{'another workflow' if cp.workflow != workflow else 'other input'}",
                 session_id=cp.session_id,
             )
@@ -736,7 +736,7 @@ class HitlService:
             cp.outbox.append(self._resolved_event(cp, decision))
             if not cp.pending_requests and cp.status == "pending":
                 cp.status = "failed"
-                cp.error = f"request {call_id!r} expired at its deadline without a decision"
+                cp.error = f"request {json.dumps(call_id)} expired at its deadline without a decision"
                 cp.outbox.append(make_event(EventType.SESSION_FAILED, workflow=cp.workflow, session_id=session_id,
                                             call_id=None, data=self.session_view(cp).model_dump(mode="json")))
             cp.updated_at = now

@@ -11,7 +11,7 @@ output ``{"status": "abandoned"}``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
@@ -37,7 +37,9 @@ REVIEWERS_ROLE = "reviewers"
 
 class ContentReviewInput(BaseModel):
     draft: str = Field(min_length=1, max_length=100_000)
-    reviewers: list[str] = Field(default_factory=list, max_length=50)
+    reviewers: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=50,
+        description="Who may decide: people (directory id or e-mail), or role:<name>; default the reviewers role.")
 
 
 class ReviewDecision(BaseModel):

@@ -14,6 +14,15 @@ import re
 from .models import Person
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MAX_NAME = 256
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8
+        return False
+    return True
 
 
 class OpenDirectory:
@@ -21,8 +30,8 @@ class OpenDirectory:
 
     async def person(self, key: str) -> Person | None:
         name = key.strip().lower()
-        if not name:
-            return None
+        if not name or len(name) > MAX_NAME or not _encodable(name):
+            return None  # not a name anyone signs in with: nobody
         return Person(id=name, email=name if _EMAIL.match(name) else None, display_name=key.strip())
 
     async def members(self, role: str) -> list[Person]:

@@ -158,9 +158,9 @@ def parse_json(body: bytes | str) -> Any:
             if isinstance(item, _RepeatedKeys):
                 where = f"the object at {_pointer(path)}" if path else "the top-level object"
                 raise HttpProblem(400, "Duplicate key",
-                                  f"{where} has the key {json_text(_shown(item.key))} more than once; send each key "
-                                  "once (which of the values was meant is not guessed)",
-                                  key=item.key, pointer=_pointer(path))
+                                  f"{where} has the key {json_text(_shown(item.key, 200))} more than once; send each "
+                                  "key once (which of the values was meant is not guessed)",
+                                  key=_shown(item.key, 200), pointer=_pointer(path))
     check_shape(value)
     return value
 
@@ -179,7 +179,8 @@ def _parts(path: _Path) -> list[str | int]:
 
 def _pointer(path: _Path) -> str:
     """The JSON Pointer (RFC 6901) of ``path``: ``/result/approved``; ``""`` is the whole body."""
-    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in _parts(path))
+    parts = (str(p).encode("utf-8", "backslashreplace").decode("utf-8") for p in _parts(path))
+    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)
 
 
 def _walk(value: Any) -> Iterator[tuple[Any, _Path]]:

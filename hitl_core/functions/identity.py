@@ -92,9 +92,20 @@ def caller_from_request(req: func.HttpRequest, settings: Settings, *, via: str =
         header = req.headers.get("x-ms-client-principal")
         user, roles, client_id = _principal(header) if header else (None, (), None)
         return Caller(user=user, roles=roles, source=source, via=via, client_id=client_id, auth="easyauth")
-    user = (req.headers.get("x-hitl-user") or "").strip()[:256] or None
-    roles = tuple(r.strip() for r in (req.headers.get("x-hitl-roles") or "")[:4096].split(",") if r.strip())
-    return Caller(user=user, roles=roles, source=source, via=via, auth="dev")
+    user = _text(req.headers.get("x-hitl-user"))
+    roles = tuple(r.strip() for r in (_text(req.headers.get("x-hitl-roles"), 4096) or "").split(",") if r.strip())
+    return Caller(user=user[:256] if user else None, roles=roles, source=source, via=via, auth="dev")
+
+
+def _text(value: str | None, limit: int = 256) -> str | None:
+    """A header's text, or None when it is empty, too long, or not UTF-8 (nobody is named by it)."""
+    if not value or len(value) > limit:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value.strip() or None
 
 
 def link_caller(req: func.HttpRequest, settings: Settings, person_id: str) -> Caller:

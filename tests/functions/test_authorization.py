@@ -48,7 +48,8 @@ async def directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIte
 
 async def start_expense(session_id: str, by: str | None = "ed", **extra: Any) -> tuple[int, Any]:
     status, data, _ = await call("start_session", http(
-        "POST", "/api/workflows/expense-approval/sessions", body={"session_id": session_id, "input": {**EXPENSE, **extra}},
+        "POST", "/api/workflows/expense-approval/sessions",
+        body={"session_id": session_id, "input": {**EXPENSE, **extra}},
         route={"workflow": "expense-approval"}, headers=who(by)))
     return status, data
 

@@ -61,7 +61,8 @@ async def refusals(session_id: str) -> list[Any]:
 async def test_each_recipient_gets_a_link_that_decides_as_them(runtime: InMemoryEventPublisher) -> None:
     await start("Launch <b>now</b>", session_id="link-1", reviewers=["rita@example.com", "ron@example.com"])
     links = await links_for("link-1")
-    assert set(links) == {"rita@example.com", "ron@example.com"} and links["rita@example.com"] != links["ron@example.com"]
+    assert set(links) == {"rita@example.com", "ron@example.com"}
+    assert links["rita@example.com"] != links["ron@example.com"]
     status, page, response = await open_link(links["ron@example.com"])
     assert status == 200 and response.mimetype == "text/html"
     assert "Deciding as <b>ron@example.com</b>" in page

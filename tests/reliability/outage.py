@@ -6,6 +6,9 @@
   ``probe`` calls the API directly and records every answer with its latency;
 * after: ``finish`` stops the load, checks that every session acknowledged before the outage is
   exactly as it was, completes the pending ones, and runs the shared invariant checks.
+
+Clients act as the reviewers ``rita`` and ``ron``, probes as ``rita`` (demo directory); the
+recovery check reads as the auditor ``ada``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +24,16 @@ import httpx
 
 from .support import (
     APPROVE,
+    AUDITOR,
     REJECT,
+    REVIEWER,
+    REVIEWERS,
     START,
     CycleAborted,
     Ledger,
     Report,
     ReviewClient,
+    as_user,
     problem_ok,
     settle,
     verify,
@@ -45,6 +53,7 @@ class Probe:
 class Outage:
     base_url: str
     duplicates_allowed: bool = False  # the outage takes the notification de-duplication store down too
+    recipients: Collection[str] | None = None  # every address an e-mail may go to (None: any)
     ledger: Ledger = field(default_factory=Ledger)
     snapshot: dict[str, dict[str, Any]] = field(default_factory=dict)
     probes: list[Probe] = field(default_factory=list)
@@ -71,7 +80,8 @@ class Outage:
 
     def start_load(self, prefix: str, clients: int = 2) -> None:
         def loop(number: int) -> None:
-            client = ReviewClient(self.base_url, self.ledger, cycle_timeout=30.0, pause=0.1, on_503=self._count_503)
+            client = ReviewClient(self.base_url, self.ledger, cycle_timeout=30.0, pause=0.1, on_503=self._count_503,
+                                  user=REVIEWERS[number % len(REVIEWERS)])
             try:
                 cycle = 0
                 while not self._stop.is_set():
@@ -106,7 +116,7 @@ class Outage:
             ("POST decide", "POST", f"/api/sessions/{pending}/responses", {"call_id": call_id, "result": APPROVE}),
         ][: 3 if decide else 2]
         found: list[Probe] = []
-        with httpx.Client(base_url=self.base_url, timeout=30.0) as http:
+        with httpx.Client(base_url=self.base_url, timeout=30.0, headers=as_user(REVIEWER)) as http:
             for label, method, url, body in calls:
                 began = time.monotonic()
                 try:
@@ -134,7 +144,7 @@ class Outage:
         """Seconds until a read of a prepared session answers 200 again (no restart, no help)."""
         began = time.monotonic()
         sid = next(iter(self.snapshot))
-        with httpx.Client(base_url=self.base_url, timeout=30.0) as http:
+        with httpx.Client(base_url=self.base_url, timeout=30.0, headers=as_user(AUDITOR)) as http:
             while time.monotonic() - began < timeout:
                 try:
                     if http.get(f"/api/sessions/{sid}").status_code == 200:
@@ -146,7 +156,7 @@ class Outage:
 
     def finish(self) -> Report:
         """Check the prepared sessions are intact, complete every pending one, verify everything
-        (e-mails included: one per request, none twice)."""
+        (e-mails included: every request e-mailed, no recipient twice)."""
         self.stop_load()
         after = settle(self.base_url, self.snapshot)
         report_changed = [
@@ -163,7 +173,7 @@ class Outage:
             client.close()
         views = settle(self.base_url, self.ledger.attempted)
         report = verify(self.base_url, self.ledger, views, wait_for_quiet_mailbox(self.base_url),
-                        duplicates_allowed=self.duplicates_allowed)
+                        duplicates_allowed=self.duplicates_allowed, recipients=self.recipients)
         report.violations += report_changed
         report.violations += [f"{sid}: could not be completed after the outage: {view['status']}"
                               for sid, view in views.items() if view["status"] != "completed"]

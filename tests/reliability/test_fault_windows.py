@@ -12,6 +12,10 @@ deterministic:
 * the process dies between claiming a decision and committing its continuation (the random
   kills rarely land in that millisecond): the next read must finish the session once the lease
   ran out, and the decision must take effect exactly once.
+
+People are the demo directory's (devhost/demo-directory.json): ``rita`` starts and decides (the
+``reviewers`` role decides a content-review without named reviewers), and each of the role's two
+members, rita and ron, is e-mailed a message of their own about every request.
 """
 
 from __future__ import annotations
@@ -29,17 +33,25 @@ import httpx
 
 import workflows
 from hitl_core import SqliteCheckpointStorage
+from hitl_core.directory import FileDirectory
 from hitl_core.events.publisher import NullEventPublisher
 from hitl_core.service import Caller, HitlService
 from hitl_core.settings import Settings
-from tests.e2e.host import LocalHost
+from tests.e2e.host import ROOT, LocalHost
 from tests.storage_cosmos.cosmos_proxy import CosmosProxy, SeenRequest
 from tests.support.cosmos_server import CosmosStandIn
 
-from .support import APPROVE, START, Ledger, ReviewClient, cosmos_env
+from .support import APPROVE, AUDITOR, REVIEWER, REVIEWER_EMAILS, START, Ledger, ReviewClient, as_user, cosmos_env
 from .tcp_proxy import FaultyTcpProxy
 
 RECIPIENTS = {"HITL_NOTIFY_DEFAULT_RECIPIENTS": "ops@example.test", "HITL_NOTIFY_CLAIM_LEASE_SECONDS": "2"}
+#: The directory the local host uses by default (python -m devhost): the in-process service uses it too.
+DEMO_DIRECTORY = ROOT / "devhost" / "demo-directory.json"
+
+
+def recipients_of(mails: list[dict[str, Any]]) -> list[str]:
+    """Every address the mails were delivered to, one entry per delivery, sorted."""
+    return sorted(r.lower() for m in mails for r in (m.get("envelope") or {}).get("rcpt_tos") or m.get("to") or [])
 
 
 def mails_for(host: LocalHost, session_id: str) -> list[dict[str, Any]]:
@@ -53,12 +65,12 @@ def notify_deliveries(host: LocalHost) -> dict[str, int]:
 
 
 def wait_for_mail_or_settled(host: LocalHost, session_id: str, timeout: float) -> list[dict[str, Any]]:
-    """The session's mails once they arrived, or as soon as the topic holds no notification delivery
-    any more (settled: nothing will come), or at the timeout (a delivery still waits for a retry)."""
+    """The session's mails once every reviewer's arrived, or as soon as the topic holds no notification
+    delivery any more (settled: nothing will come), or at the timeout (a delivery still waits for a retry)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         mails = mails_for(host, session_id)
-        if mails or not notify_deliveries(host).get("pending", 0):
+        if set(recipients_of(mails)) >= REVIEWER_EMAILS or not notify_deliveries(host).get("pending", 0):
             time.sleep(0.5)  # room for a duplicate to show up
             return mails_for(host, session_id)
         time.sleep(0.25)
@@ -102,7 +114,9 @@ def test_email_being_sent_when_the_host_is_killed_is_still_sent_after_the_restar
         "the request was never e-mailed and no delivery is left to retry: the redelivery after the restart "
         f"{'was settled as a duplicate because the killed process still held its claim' if skipped else 'ended'}"
         f" (topic: {deliveries})")
-    assert len(mails) <= 1
+    # each reviewer at most once: a message of their own, not a copy per attempt
+    to = recipients_of(mails)
+    assert len(to) == len(set(to)) and set(to) <= REVIEWER_EMAILS, to
 
 
 def test_mail_server_down_for_three_seconds_loses_no_notification(tmp_path: Path) -> None:
@@ -124,11 +138,12 @@ def test_mail_server_down_for_three_seconds_loses_no_notification(tmp_path: Path
     finally:
         host.stop()
         proxy.stop()
-    print(f"\nsmtp outage: {proxy.counters.dropped} connections dropped; topic: {deliveries}; mails: {len(mails)}")
+    to = recipients_of(mails)
+    print(f"\nsmtp outage: {proxy.counters.dropped} connections dropped; topic: {deliveries}; mails: {to}")
     assert proxy.counters.dropped >= 1
-    assert len(mails) == 1, (
-        f"a 3 s mail-server outage lost the notification: the local topic gave up on it ({deliveries}) while "
-        "Event Grid retries a failed delivery for up to 24 h")
+    assert to == sorted(REVIEWER_EMAILS), (
+        f"a 3 s mail-server outage lost (or repeated) a notification, each reviewer must get it once: {to}; "
+        f"the local topic ({deliveries}) must retry, as Event Grid retries a failed delivery for up to 24 h")
 
 
 class ThreadedCosmosProxy:
@@ -179,11 +194,11 @@ def test_cosmos_audit_write_failing_after_the_session_write_keeps_the_decision_a
             view = client.start("audit-gap", "draft of audit-gap", time.monotonic() + 30)
             call_id = view["pending_requests"][0]["call_id"]
             fault = threaded.call(proxy.fail, "upsert", 503, times=2, when=is_audit_write)
-            with httpx.Client(base_url=host.base, timeout=60) as http:
+            with httpx.Client(base_url=host.base, timeout=60, headers=as_user(REVIEWER)) as http:
                 first = http.post("/api/sessions/audit-gap/responses", json={"call_id": call_id, "result": APPROVE})
             threaded.call(proxy.faults.remove, fault)
             injected = sum(1 for r in proxy.requests if r.injected)
-            with httpx.Client(base_url=host.base, timeout=30) as http:
+            with httpx.Client(base_url=host.base, timeout=30, headers=as_user(AUDITOR)) as http:
                 after = http.get("/api/sessions/audit-gap").json()
                 audit = http.get("/api/sessions/audit-gap/audit", params={"verify": "true"}).json()
             client.close()
@@ -194,7 +209,7 @@ def test_cosmos_audit_write_failing_after_the_session_write_keeps_the_decision_a
     assert injected == 2 and first.status_code == 200, first.text
     assert after["status"] == "completed" and [d["call_id"] for d in after["decisions"]] == [call_id]
     decided = [r for r in audit["records"] if r["action"] == "decided"]
-    assert [(r["call_id"], r["detail"].get("result")) for r in decided] == [(call_id, APPROVE)], (
+    assert [(r["call_id"], r["detail"].get("result"), r["actor"]) for r in decided] == [(call_id, APPROVE, REVIEWER)], (
         f"the acknowledged decision is not in the audit trail: {audit['records']}")
     assert audit["verification"]["valid"] is True, audit["verification"]
 
@@ -221,9 +236,10 @@ async def decide_and_die_after_the_claim(db: Path, call_id: str, lease: int) -> 
     """The decision's process: its claim reaches the store, then it is killed mid-continuation."""
     storage = SqliteCheckpointStorage(db)
     service = HitlService(settings=Settings(resume_lease_seconds=lease), storage=DiesAfterFirstWrite(storage),
-                          publisher=NullEventPublisher(), workflows=workflows.ALL)
+                          publisher=NullEventPublisher(), workflows=workflows.ALL,
+                          directory=FileDirectory.from_path(DEMO_DIRECTORY))  # as the host: rita reviews
     try:
-        await service.respond("claimed", call_id, APPROVE, caller=Caller(user="rita", source="test"))
+        await service.respond("claimed", call_id, APPROVE, caller=Caller(user=REVIEWER, source="test"))
     except ProcessKilled:
         return
     finally:
@@ -240,6 +256,11 @@ def test_continuation_killed_after_its_claim_is_finished_by_the_next_read(tmp_pa
             started = client.post(START, json={"session_id": "claimed", "input": {"draft": "draft of claimed"}})
             assert started.status_code == 201, started.text
         call_id = started.json()["pending_requests"][0]["call_id"]
+        # the request is announced (each reviewer e-mailed) before the crash, while it is still pending
+        announced_by = time.monotonic() + 20
+        while recipients_of(mails_for(host, "claimed")) != sorted(REVIEWER_EMAILS):
+            assert time.monotonic() < announced_by, f"not announced to the reviewers: {mails_for(host, 'claimed')}"
+            time.sleep(0.2)
         host.kill()
         asyncio.run(decide_and_die_after_the_claim(host.data_dir / "checkpoints.db", call_id, lease))
         lease_ends = time.monotonic() + lease
@@ -250,9 +271,7 @@ def test_continuation_killed_after_its_claim_is_finished_by_the_next_read(tmp_pa
             time.sleep(max(0.0, lease_ends - time.monotonic()) + 0.2)
             view = client.get("/api/sessions/claimed").json()  # the lease ran out: this read finishes it
             audit = client.get("/api/sessions/claimed/audit", params={"verify": "true"}).json()
-        delivery_deadline = time.monotonic() + 10
-        while not mails_for(host, "claimed") and time.monotonic() < delivery_deadline:
-            time.sleep(0.2)
+        time.sleep(1.0)  # room for a copy to show up (a republished outbox would be delivered by now)
         mails = mails_for(host, "claimed")
     finally:
         host.stop()
@@ -260,6 +279,9 @@ def test_continuation_killed_after_its_claim_is_finished_by_the_next_read(tmp_pa
     assert again.status_code == 409 and again.json()["decision"]["result"] == APPROVE, again.text
     assert view["status"] == "completed" and view["outputs"] == [{"published": "draft of claimed"}], view
     assert [(d["call_id"], d["result"]) for d in view["decisions"]] == [(call_id, APPROVE)]
-    assert [(r["action"], r["call_id"]) for r in audit["records"]] == [("started", None), ("decided", call_id)]
+    assert [(r["action"], r["call_id"], r["actor"]) for r in audit["records"]] == [
+        ("started", None, REVIEWER), ("decided", call_id, REVIEWER)]
     assert audit["verification"]["valid"] is True
-    assert len(mails) == 1  # the request was announced once, before the crash
+    # the request was announced once to each reviewer (a message of their own), not again after the crash
+    assert len({m["headers"]["X-HITL-Event-Id"] for m in mails}) == 1, mails
+    assert recipients_of(mails) == sorted(REVIEWER_EMAILS), recipients_of(mails)

@@ -27,6 +27,8 @@ from tests.e2e.host import LocalHost
 from .support import (
     APPROVE,
     REJECT,
+    REVIEWER_EMAILS,
+    REVIEWERS,
     CycleAborted,
     Ledger,
     ReviewClient,
@@ -40,11 +42,12 @@ SEED = 20261125
 CLIENTS = 8
 KILLS = 8
 LEASE_SECONDS = 2  # HITL_RESUME_LEASE_SECONDS: how soon a GET may finish a killed continuation
+FALLBACK = "ops@example.test"  # HITL_NOTIFY_DEFAULT_RECIPIENTS
 
 
 def client_loop(number: int, base_url: str, ledger: Ledger, stop: threading.Event) -> None:
     rng = random.Random(SEED * 100 + number)  # which cycles reject first: fixed per client
-    client = ReviewClient(base_url, ledger, cycle_timeout=30.0)
+    client = ReviewClient(base_url, ledger, cycle_timeout=30.0, user=REVIEWERS[number % len(REVIEWERS)])
     try:
         cycle = 0
         while not stop.is_set():
@@ -62,7 +65,7 @@ def client_loop(number: int, base_url: str, ledger: Ledger, stop: threading.Even
 def test_sigkill_under_load_loses_nothing_and_applies_each_decision_once(tmp_path: Path) -> None:
     rng = random.Random(SEED)
     host = LocalHost(tmp_path / "data", {
-        "HITL_NOTIFY_DEFAULT_RECIPIENTS": "ops@example.test",
+        "HITL_NOTIFY_DEFAULT_RECIPIENTS": FALLBACK,
         "HITL_RESUME_LEASE_SECONDS": str(LEASE_SECONDS),
         "HITL_NOTIFY_CLAIM_LEASE_SECONDS": str(LEASE_SECONDS),
     })
@@ -93,14 +96,18 @@ def test_sigkill_under_load_loses_nothing_and_applies_each_decision_once(tmp_pat
         delivery = wait_for_quiet_mailbox(host.base)
         # A SIGKILL between an SMTP send and its confirmation makes the redelivery send again:
         # such a re-send must carry the same Message-ID (the receiver's de-duplication key).
-        report = verify(host.base, ledger, views, delivery, duplicates_allowed=True)
+        # Each of the reviewers role (rita, ron) gets a message of their own; the fallback address only
+        # a request whose notification is handled once the request is decided.
+        report = verify(host.base, ledger, views, delivery, duplicates_allowed=True,
+                        recipients=REVIEWER_EMAILS | {FALLBACK})
     finally:
         stop.set()
         host.stop()
     skipped = skipped_as_duplicate(host.log(), report.lost_requests)
 
     summary = (f"kills survived: {kills}, cycles checked: {ledger.cycles_completed}, "
-               f"decisions acknowledged: {len(ledger.acks)}, e-mails: {report.emails}, "
+               f"decisions acknowledged: {len(ledger.acks)}, e-mails: {report.emails} "
+               f"({report.deliveries} event+recipient deliveries), "
                f"re-sent after a kill (same Message-ID): {report.duplicates}, lost: {report.lost}")
     details = {
         "summary": summary, "seed": SEED, "clients": CLIENTS, "kills": kills, "load_seconds": round(load_seconds, 1),
@@ -108,6 +115,8 @@ def test_sigkill_under_load_loses_nothing_and_applies_each_decision_once(tmp_pat
         "cycles_completed": ledger.cycles_completed, "decisions_acknowledged": len(ledger.acks),
         "acknowledged_with_409": sum(1 for a in ledger.acks if a.status == 409),
         "decisions_checked": report.decisions_checked, "emails": report.emails, "duplicates": report.duplicates,
+        "deliveries": report.deliveries, "requests_mailed": report.requests_mailed,
+        "recipients": dict(report.recipients),
         "lost": report.lost, "phantom": report.phantom, "dead_lettered": report.dead_lettered,
         "slowest_answer_s": round(ledger.slowest_answer, 2), "answers": dict(ledger.answers),
         "anomalies": ledger.anomalies[:50], "violations": report.violations[:100],
@@ -116,6 +125,7 @@ def test_sigkill_under_load_loses_nothing_and_applies_each_decision_once(tmp_pat
     (tmp_path / "last_run.json").write_text(json.dumps(details, indent=2))
     print(f"\n{summary}")
     print(f"  answers: {dict(sorted(ledger.answers.items()))}")
+    print(f"  e-mails per recipient: {dict(sorted(report.recipients.items()))}")
     print(f"  statuses: {dict(report.statuses)}; requests created: {report.requests_created}; "
           f"acknowledged via 409: {details['acknowledged_with_409']}; details in {tmp_path / 'last_run.json'}")
 
@@ -127,5 +137,6 @@ def test_sigkill_under_load_loses_nothing_and_applies_each_decision_once(tmp_pat
         + f"\n{len(skipped)} of the {report.lost} lost notifications were settled by a redelivery after a restart "
         "as 'already delivered' (the killed process had claimed them but not sent them): " + ", ".join(skipped[:5]))
     assert report.lost == 0
-    # at least once per request, and at most once per event id after de-duplication by Message-ID
-    assert report.emails - report.duplicates == report.requests_created
+    # at least once per request, and at most once per event and recipient after de-duplication by Message-ID
+    assert report.requests_mailed == report.requests_created
+    assert report.emails - report.duplicates == report.deliveries

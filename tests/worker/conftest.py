@@ -10,10 +10,11 @@
 * ``app_env`` (test): the environment of the in-process app the worker invokes, pointed at the
   devhost's data folder so both sides read and write the **same** SQLite checkpoints (a session
   started through one is read through the other), the devhost's public URL and its SMTP sink (a
-  notification sent through the worker lands in the devhost's mailbox). No Event Grid endpoint by
-  default. Every variable is restored afterwards and the app's runtime is closed, so the
-  in-process tests of ``tests/functions`` (which import the same ``function_app``) run before or
-  after these unaffected.
+  notification sent through the worker lands in the devhost's mailbox), and the same directory of
+  people (devhost/demo-directory.json), so both sides know the same people and roles and a caller
+  named by ``X-HITL-User`` is the same person on either. No Event Grid endpoint by default. Every
+  variable is restored afterwards and the app's runtime is closed, so the in-process tests of
+  ``tests/functions`` (which import the same ``function_app``) run before or after these unaffected.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ from hitl_core.settings import setting_names
 from tests.e2e.host import LocalHost
 
 REPO = Path(__file__).resolve().parents[2]
+#: Who gets a request nobody named can be e-mailed about (the devhost's and the app's fallback).
 DEFAULT_RECIPIENTS = "reviewers@worker.test"
+#: The directory of people on both sides (what ``python -m devhost`` uses by default).
+DIRECTORY = {"HITL_DIRECTORY": "file", "HITL_DIRECTORY_FILE": str(REPO / "devhost" / "demo-directory.json")}
 
 
 def _forget_function_names() -> None:
@@ -63,7 +67,7 @@ def worker_app() -> WorkerApp:
 def devhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHost]:
     """The local development host serving the same app (subprocess), once per test module."""
     host = LocalHost(tmp_path_factory.mktemp("worker-devhost"),
-                     {"HITL_NOTIFY_DEFAULT_RECIPIENTS": DEFAULT_RECIPIENTS})
+                     {"HITL_NOTIFY_DEFAULT_RECIPIENTS": DEFAULT_RECIPIENTS, **DIRECTORY})
     host.start()
     try:
         yield host
@@ -102,7 +106,7 @@ async def close_app_runtime() -> None:
 @pytest.fixture
 async def app_env(devhost: LocalHost, worker_app: WorkerApp,
                   monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[AppEnv]:
-    """Settings of the in-process app: the devhost's data folder, URL and SMTP sink; no topic."""
+    """Settings of the in-process app: the devhost's data folder, URL, SMTP sink and directory; no topic."""
     from devhost.durable import reset_durable_sdk_session
     from devhost.eventgrid import topic_url
 
@@ -118,6 +122,7 @@ async def app_env(devhost: LocalHost, worker_app: WorkerApp,
         "HITL_SMTP_PORT": str(port),
         "HITL_SMTP_STARTTLS": "false",
         "HITL_NOTIFY_DEFAULT_RECIPIENTS": DEFAULT_RECIPIENTS,
+        **DIRECTORY,
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)

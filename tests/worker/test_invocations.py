@@ -12,11 +12,19 @@ The comparison side is the local development host (``python -m devhost``, a subp
 calls the same user functions directly. Both sides use the **same** SQLite data folder (see
 ``conftest.py``), so a session written through one is read through the other, and identical
 requests must get identical answers: same status, same content type, same JSON.
+
+Both sides know the same people (devhost/demo-directory.json) and every call names its caller in
+``X-HITL-User``, as the right person for the act: ``rita`` (``reviewers``) starts and reviews
+content, ``ed`` files an expense for ``erin`` (whose manager ``amy`` decides it), and ``ada``
+(``auditors``) reads where a neutral reader is needed. The worker side gets the request as the
+platform's front end hands it on: with the client's address appended to ``X-Forwarded-For``, as the
+devhost appends its socket peer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import json
 import re
@@ -43,8 +51,24 @@ from tests.e2e.host import LocalHost
 from .conftest import AppEnv, close_app_runtime
 
 START = "/api/workflows/{workflow}/sessions"
-JSON_HEADERS = {"content-type": "application/json", "x-hitl-user": "alice", "x-forwarded-for": "203.0.113.7"}
-EXPENSE = {"employee": "ann", "amount": 4200, "currency": "EUR", "description": "conference"}
+#: What the client claims to come from (left end of X-Forwarded-For): never the audited source.
+CLAIMED_ADDRESS = "203.0.113.7"
+#: The client's address as the trusted front end appends it (the devhost appends its socket peer).
+PEER = "127.0.0.1"
+REVIEWER, AUDITOR = "rita", "ada"
+
+
+def caller(user: str, **headers: str) -> dict[str, str]:
+    """Headers of a JSON call made by ``user`` of the demo directory."""
+    return {"content-type": "application/json", "x-hitl-user": user, "x-forwarded-for": CLAIMED_ADDRESS, **headers}
+
+
+JSON_HEADERS = caller(REVIEWER)  # rita starts (and may review) content
+AS_AUDITOR = {"x-hitl-user": AUDITOR}  # a neutral reader: may read every session and audit
+#: ed files an expense for erin; amy, erin's manager in the directory, approves it first.
+EXPENSE = {"employee": "erin", "amount": 4200, "currency": "EUR", "description": "conference"}
+EXPENSE_HEADERS = caller("ed")
+EXPENSE_MANAGER = "amy"
 
 # DurableTask.Core's history event numbers (devhost.durable_history.EventType)
 ORCHESTRATOR_STARTED, TASK_COMPLETED, TIMER_CREATED, ORCHESTRATOR_COMPLETED = 12, 5, 10, 13
@@ -104,10 +128,16 @@ def _route(worker_app: WorkerApp, method: str, path: str) -> tuple[str, str, dic
 async def via_worker(worker_app: WorkerApp, env: AppEnv, method: str, path: str, *,
                      query: Mapping[str, str] | None = None, body: bytes = b"",
                      headers: Mapping[str, str] | None = None) -> Reply:
-    """The request as the host hands it to the worker: an ``RpcHttp`` trigger value."""
+    """The request as the host hands it to the worker: an ``RpcHttp`` trigger value.
+
+    The platform's front end appends the client's address to ``X-Forwarded-For`` (the devhost
+    appends its socket peer, :data:`PEER`): so does this, so both sides see the same header.
+    """
     name, param, route_values = _route(worker_app, method, path)
     url = env.base_url + path + (f"?{urlencode(query)}" if query else "")
-    request = TypedData(http=RpcHttp(method=method, url=url, headers={k.lower(): v for k, v in (headers or {}).items()},
+    sent = {k.lower(): v for k, v in (headers or {}).items()}
+    sent["x-forwarded-for"] = ", ".join(filter(None, (sent.get("x-forwarded-for"), PEER)))
+    request = TypedData(http=RpcHttp(method=method, url=url, headers=sent,
                                      body=TypedData(bytes=body), params=route_values, query=dict(query or {})))
     invocation = await worker_app.invoke(name, {param: request})
     assert invocation.ok, invocation.error
@@ -209,12 +239,13 @@ async def test_start_with_a_json_body_then_the_same_request_on_both_sides(
         assert again_w.status == 200 and again_w.body["session_id"] == sid
         assert again_w.body["pending_requests"] == created.body["pending_requests"]
 
-        # headers reached the function on both sides: the caller and the client address are audited
+        # headers reached the function on both sides: the caller and the client address are audited,
+        # the address the trusted front end appended, not the one the client claimed
         audit_w, audit_d = await both(worker_app, app_env, devhost, "GET", f"/api/sessions/{sid}/audit",
-                                      query={"verify": "true"})
+                                      query={"verify": "true"}, headers=AS_AUDITOR)
         assert audit_w == audit_d
         assert [(r["action"], r["actor"], r["source"]) for r in audit_w.body["records"]] == \
-            [("started", "alice", "203.0.113.7")]
+            [("started", REVIEWER, PEER)]
         assert audit_w.body["verification"]["valid"] is True
 
 
@@ -229,7 +260,7 @@ async def test_start_with_a_json_body_then_the_same_request_on_both_sides(
 async def test_refused_bodies_are_the_same_problem_on_both_sides(
         worker_app: WorkerApp, app_env: AppEnv, devhost: LocalHost,
         path: str, body: bytes, content_type: str | None, status: int, title: str) -> None:
-    headers = {"x-hitl-user": "alice", **({"content-type": content_type} if content_type else {})}
+    headers = {"x-hitl-user": REVIEWER, **({"content-type": content_type} if content_type else {})}
     refused_w, refused_d = await both(worker_app, app_env, devhost, "POST", path, body=body, headers=headers)
     assert refused_w == refused_d
     assert (refused_w.status, refused_w.content_type) == (status, "application/problem+json")
@@ -245,14 +276,20 @@ async def test_route_parameter_reads_the_same_stored_session(worker_app: WorkerA
     assert (await via_devhost(devhost, "POST", path, body=start_body(sid_d, {"draft": "via devhost"}),
                               headers=JSON_HEADERS)).status == 201
     for sid, draft in ((sid_w, "via worker"), (sid_d, "via devhost")):
-        read_w, read_d = await both(worker_app, app_env, devhost, "GET", f"/api/sessions/{sid}")
+        read_w, read_d = await both(worker_app, app_env, devhost, "GET", f"/api/sessions/{sid}", headers=AS_AUDITOR)
         assert read_w == read_d
         assert (read_w.status, read_w.content_type) == (200, "application/json")
         assert read_w.body["session_id"] == sid
         assert read_w.body["pending_requests"][0]["data"]["draft"] == draft
+        # someone the session names nowhere is told it does not exist, alike on both sides
+        hidden_w, hidden_d = await both(worker_app, app_env, devhost, "GET", f"/api/sessions/{sid}",
+                                        headers={"x-hitl-user": "erin"})
+        assert hidden_w == hidden_d
+        assert (hidden_w.status, hidden_w.content_type) == (404, "application/problem+json")
 
     unknown = new_id("no-such-session")
-    missing_w, missing_d = await both(worker_app, app_env, devhost, "GET", f"/api/sessions/{unknown}")
+    missing_w, missing_d = await both(worker_app, app_env, devhost, "GET", f"/api/sessions/{unknown}",
+                                      headers=AS_AUDITOR)
     assert missing_w == missing_d
     assert (missing_w.status, missing_w.content_type) == (404, "application/problem+json")
     assert missing_w.body["session_id"] == unknown
@@ -264,32 +301,48 @@ async def test_query_parameters_filter_and_page_the_inbox(worker_app: WorkerApp,
     for index in range(3):
         sid = new_id(f"inbox-{index}")
         side = via_worker(worker_app, app_env, "POST", START.format(workflow="expense-approval"),
-                          body=start_body(sid, EXPENSE), headers=JSON_HEADERS) if index % 2 == 0 else \
+                          body=start_body(sid, EXPENSE), headers=EXPENSE_HEADERS) if index % 2 == 0 else \
             via_devhost(devhost, "POST", START.format(workflow="expense-approval"), body=start_body(sid, EXPENSE),
-                        headers=JSON_HEADERS)
+                        headers=EXPENSE_HEADERS)
         assert (await side).status == 201
         started.append(sid)
 
+    # the inbox of erin's manager: what amy may decide
+    manager = {"x-hitl-user": EXPENSE_MANAGER}
     everything_w, everything_d = await both(worker_app, app_env, devhost, "GET", "/api/requests",
-                                            query={"workflow": "expense-approval", "limit": "200"})
+                                            query={"workflow": "expense-approval", "limit": "200"}, headers=manager)
     assert everything_w == everything_d and everything_w.status == 200
     listed = [item["session_id"] for item in everything_w.body["items"]]
     assert set(started) <= set(listed)
     assert {item["workflow"] for item in everything_w.body["items"]} == {"expense-approval"}
 
+    assert {tuple(item["approvers"]) for item in everything_w.body["items"]} == {(f"user:{EXPENSE_MANAGER}",)}
+
     first_w, first_d = await both(worker_app, app_env, devhost, "GET", "/api/requests",
-                                  query={"workflow": "expense-approval", "limit": "1"})
+                                  query={"workflow": "expense-approval", "limit": "1"}, headers=manager)
     assert first_w == first_d
     assert len(first_w.body["items"]) == 1 and first_w.body["continuation"]
     query = {"workflow": "expense-approval", "limit": "1", "continuation": first_w.body["continuation"]}
-    second_w, second_d = await both(worker_app, app_env, devhost, "GET", "/api/requests", query=query)
+    second_w, second_d = await both(worker_app, app_env, devhost, "GET", "/api/requests", query=query,
+                                    headers=manager)
     assert second_w == second_d
     assert [i["session_id"] for i in first_w.body["items"] + second_w.body["items"]] == listed[:2]
 
     for bad in ({"limit": "0"}, {"status": "done"}, {"workflow": "Not_A_Name"}):
-        refused_w, refused_d = await both(worker_app, app_env, devhost, "GET", "/api/requests", query=bad)
+        refused_w, refused_d = await both(worker_app, app_env, devhost, "GET", "/api/requests", query=bad,
+                                          headers=manager)
         assert refused_w == refused_d
         assert (refused_w.status, refused_w.content_type) == (400, "application/problem+json")
+
+    # every pending request: for the auditors and admins only, alike on both sides
+    wide = {"workflow": "expense-approval", "scope": "all", "limit": "200"}
+    forbidden_w, forbidden_d = await both(worker_app, app_env, devhost, "GET", "/api/requests", query=wide,
+                                          headers=manager)
+    assert forbidden_w == forbidden_d
+    assert (forbidden_w.status, forbidden_w.content_type) == (403, "application/problem+json")
+    all_w, all_d = await both(worker_app, app_env, devhost, "GET", "/api/requests", query=wide, headers=AS_AUDITOR)
+    assert all_w == all_d and all_w.status == 200
+    assert set(started) <= {item["session_id"] for item in all_w.body["items"]}
 
 
 # --- Event Grid -------------------------------------------------------------------------------------
@@ -302,12 +355,40 @@ def eventgrid_schema(cloud_event: Mapping[str, Any]) -> dict[str, Any]:
             "dataVersion": "1.0", "metadataVersion": "1"}
 
 
+_TOKEN = re.compile(r"token=([A-Za-z0-9_\-]+)\.([A-Za-z0-9_\-]+)")
+
+
 def mail_shape(mail: Mapping[str, Any]) -> dict[str, Any]:
-    """A received mail without what depends on the event id or the clock."""
+    """A received mail without what depends on the event id or the clock (a link's token is signed
+    with an expiry and a nonce: only who it decides as is kept)."""
     headers = {k: re.sub(r'boundary="[^"]*"', 'boundary="<boundary>"', v) for k, v in mail["headers"].items()
                if k not in ("Message-ID", "Date", "X-HITL-Event-Id")}
+
+    def tokens(text: str) -> str:
+        return _TOKEN.sub(lambda m: f"token=<link of {link_claims(m.group(0))['approver']}>", text)
+
     return {"from": mail["from"], "to": mail["to"], "cc": mail["cc"], "rcpt": mail["envelope"]["rcpt_tos"],
-            "subject": mail["subject"], "text": mail["text"], "html": mail["html"], "headers": headers}
+            "subject": mail["subject"], "text": tokens(mail["text"]), "html": tokens(mail["html"]),
+            "headers": headers}
+
+
+def link_claims(text: str) -> dict[str, Any]:
+    """The claims of the (first) decision link token in ``text`` (its payload is plain base64url JSON)."""
+    match = _TOKEN.search(text)
+    assert match, text
+    payload = match.group(1)
+    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return claims
+
+
+def by_recipient(found: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Mails keyed by their one recipient (each recipient gets a message of their own)."""
+    keyed = {}
+    for mail in found:
+        (recipient,) = mail["envelope"]["rcpt_tos"]
+        assert recipient not in keyed, f"{recipient} got two messages: {found}"
+        keyed[recipient] = mail
+    return keyed
 
 
 async def mails(host: LocalHost, header: str, value: str) -> list[dict[str, Any]]:
@@ -343,15 +424,23 @@ async def test_notify_reviewers_takes_both_event_schemas_like_the_devhost(
     created = await via_worker(worker_app, app_env, "POST", START.format(workflow="content-review"),
                                body=start_body(sid, {"draft": "Both schemas"}), headers=JSON_HEADERS)
     assert created.status == 201
-    view = dict(created.body["pending_requests"][0], decide_url=f"{devhost.base}/api/decide?token=fixed-token")
+    view = created.body["pending_requests"][0]
+    assert view["approvers"] == ["role:reviewers"] and view["decide_url"] is None  # links are per recipient
     published = make_event(EventType.REQUEST_CREATED, workflow="content-review", session_id=sid,
                            call_id=view["call_id"], data=view)
     ids = {side: f"{published['id']}-{side}" for side in ("devhost", "cloudevent", "eventgrid")}
 
-    # The devhost: its local topic delivers the CloudEvent to its notify_reviewers.
+    # The devhost: its local topic delivers the CloudEvent to its notify_reviewers, which e-mails each
+    # member of the reviewers role (rita, ron) a message of their own.
+    reviewers = ["rita@example.com", "ron@example.com"]
+
+    async def mailed(event_id: str) -> list[dict[str, Any]] | None:
+        found = await mails(devhost, "X-HITL-Event-Id", event_id)
+        return found if len(found) >= len(reviewers) else None
+
     await publish_to_devhost_topic(app_env, [dict(published, id=ids["devhost"])])
-    (by_devhost,) = await eventually(lambda: mails(devhost, "X-HITL-Event-Id", ids["devhost"]),
-                                     what="the devhost's notification")
+    by_devhost = by_recipient(await eventually(lambda: mailed(ids["devhost"]), what="the devhost's notification"))
+    assert sorted(by_devhost) == reviewers
 
     # The worker: the same event in the CloudEvents 1.0 schema and in the Event Grid schema.
     cloud = TypedData(json=json.dumps(dict(published, id=ids["cloudevent"])))
@@ -368,18 +457,26 @@ async def test_notify_reviewers_takes_both_event_schemas_like_the_devhost(
         invocation = await worker_app.invoke("notify_reviewers", {"event": data})
         assert invocation.ok, invocation.error
         assert invocation.return_value is None
-        # the function awaits the send: the mail is in the sink when the invocation answers
-        (by_worker,) = await mails(devhost, "X-HITL-Event-Id", ids[name])
-        assert mail_shape(by_worker) == mail_shape(by_devhost), name
-    assert by_devhost["headers"]["X-HITL-Session"] == sid
-    assert by_devhost["headers"]["X-HITL-Event-Type"] == "hitl.request.created"
-    assert by_devhost["to"] == ["reviewers@worker.test"] and "Both schemas" in by_devhost["text"]
+        # the function awaits the sends: the mails are in the sink when the invocation answers
+        by_worker = by_recipient(await mails(devhost, "X-HITL-Event-Id", ids[name]))
+        assert sorted(by_worker) == reviewers, name
+        for recipient, mail in by_worker.items():
+            assert mail_shape(mail) == mail_shape(by_devhost[recipient]), (name, recipient)
+    for recipient, mail in by_devhost.items():
+        assert mail["headers"]["X-HITL-Session"] == sid
+        assert mail["headers"]["X-HITL-Event-Type"] == "hitl.request.created"
+        assert mail["to"] == [recipient] and "Both schemas" in mail["text"]
+        # the decision link in each message decides as that reviewer, and only for this request
+        claims = link_claims(mail["text"])
+        assert (claims["approver"], claims["session_id"], claims["call_id"]) == \
+            (recipient.partition("@")[0], sid, view["call_id"])
+    assert len({mail["headers"]["Message-ID"] for mail in by_devhost.values()}) == len(reviewers)
 
     # Event Grid redelivers what the devhost already handled: the shared de-duplication holds.
     redelivery = await worker_app.invoke("notify_reviewers",
                                          {"event": TypedData(json=json.dumps(dict(published, id=ids["devhost"])))})
     assert redelivery.ok, redelivery.error
-    assert len(await mails(devhost, "X-HITL-Event-Id", ids["devhost"])) == 1
+    assert sorted(by_recipient(await mails(devhost, "X-HITL-Event-Id", ids["devhost"]))) == reviewers
 
 
 # --- the timer ---------------------------------------------------------------------------------------
@@ -537,7 +634,7 @@ def request_event(event_type: EventType, session_id: str, call_id: str, deadline
               "executor_id": "request_info", "deadline": deadline}
     if event_type == EventType.REQUEST_CREATED:  # the request view
         data = {**common, "request_type": "ExpenseApprovalRequest", "data": {"description": "tracked"},
-                "response_schema": {}, "approvers": ["managers"], "status": "pending"}
+                "response_schema": {}, "approvers": [f"user:{EXPENSE_MANAGER}"], "status": "pending"}
     else:  # what HitlService._resolved_event announces
         data = {**common, "status": "answered", "decision": {"call_id": call_id, "outcome": "answered"}}
     return make_event(event_type, workflow="expense-approval", session_id=session_id, call_id=call_id, data=data)
@@ -597,10 +694,10 @@ async def test_activity_apply_timeout_matches_the_devhost_run(
     for side in ("worker", "devhost"):
         sid = new_id(f"timeout-{side}")
         created = await via_worker(worker_app, app_env, "POST", path, body=start_body(sid, EXPENSE),
-                                   headers=JSON_HEADERS)
-        assert created.status == 201
+                                   headers=EXPENSE_HEADERS)
+        assert created.status == 201, created.body
         twins[side] = created.body["pending_requests"][0]
-        assert twins[side]["approvers"] == ["managers"] and twins[side]["deadline"]
+        assert twins[side]["approvers"] == [f"user:{EXPENSE_MANAGER}"] and twins[side]["deadline"]
 
     # The worker runs the activity, with the input the orchestrator passes.
     mine = twins["worker"]
@@ -629,15 +726,17 @@ async def test_activity_apply_timeout_matches_the_devhost_run(
     views = {}
     for side, request in twins.items():
         sid = request["session_id"]
-        read_w, read_d = await both(worker_app, app_env, devhost, "GET", f"/api/sessions/{sid}")
+        read_w, read_d = await both(worker_app, app_env, devhost, "GET", f"/api/sessions/{sid}", headers=AS_AUDITOR)
         assert read_w == read_d and read_w.status == 200
-        audit = await via_devhost(devhost, "GET", f"/api/sessions/{sid}/audit")
+        audit = await via_devhost(devhost, "GET", f"/api/sessions/{sid}/audit", headers=AS_AUDITOR)
         records = [{k: v for k, v in r.items() if k not in ("hash", "prev_hash")}  # chained over ids and times
                    for r in audit.body["records"]]
         views[side] = normalised({"session": read_w.body, "audit": records},
                                  {sid: "<session>", request["call_id"]: "<call>"})
     assert views["worker"] == views["devhost"]
-    assert views["worker"]["session"]["pending_requests"][0]["approvers"] == ["finance-managers"]
+    assert views["worker"]["session"]["pending_requests"][0]["approvers"] == ["role:finance-managers"]
+    assert views["worker"]["session"]["pending_requests"][0]["subject"] == "erin"
+    assert [(r["action"], r["actor"]) for r in views["worker"]["audit"]][:1] == [("started", "ed")]
     assert [r["action"] for r in views["worker"]["audit"]] == ["started", "escalated"]
 
 
