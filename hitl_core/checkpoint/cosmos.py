@@ -79,7 +79,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import hashlib
-import ipaddress
 import json
 import math
 import time
@@ -87,7 +86,6 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -101,6 +99,7 @@ from azure.cosmos.aio import ContainerProxy, CosmosClient
 from azure.cosmos.exceptions import CosmosClientTimeoutError
 
 from ..errors import CheckpointTooLargeError, ConcurrencyError, StorageError, StorageUnavailableError
+from ..netaddr import is_loopback_endpoint
 from ..settings import Settings, SettingsError
 from .base import (
     Clock,
@@ -163,17 +162,6 @@ def session_item_id(session_id: str) -> str:
     if 0 < len(escaped) <= _MAX_ID_LENGTH and escaped.strip(".") and not escaped.endswith(" "):
         return escaped
     return "sha256%" + hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def is_loopback_endpoint(endpoint: str) -> bool:
-    """True for http(s)://127.x.x.x, [::1] or localhost: only a local stand-in lives there."""
-    host = (urlsplit(endpoint).hostname or "").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _utf8_len(text: str) -> int:

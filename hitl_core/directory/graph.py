@@ -54,7 +54,6 @@ answer (429/503/504) whose ``Retry-After`` is at most a couple of seconds is ret
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import re
 import time
 from collections import OrderedDict
@@ -65,6 +64,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from ..netaddr import is_loopback_host
 from .models import DirectoryError, Person
 
 if TYPE_CHECKING:
@@ -106,17 +106,6 @@ def _segment(value: str) -> str:
 
 def _query(params: Mapping[str, str]) -> str:
     return "&".join(f"{name}={quote(value, safe=',')}" for name, value in params.items())
-
-
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _TTLCache[V]:
@@ -175,7 +164,7 @@ class GraphDirectory:
         parts = urlsplit(base)
         if parts.scheme not in ("https", "http") or not parts.netloc:
             raise DirectoryError(f"HITL_GRAPH_BASE_URL must be an https URL, got {base_url!r}")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
             raise DirectoryError(f"HITL_GRAPH_BASE_URL must use https (plain http only on loopback), got {base_url!r}")
         self._base = base
         self._origin = (parts.scheme, parts.netloc.lower())

@@ -28,19 +28,28 @@ def app_functions() -> dict[str, Any]:
     return _FUNCTIONS
 
 
-@pytest.fixture
-async def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[InMemoryEventPublisher]:
-    """A fresh service on SQLite in tmp_path, dev auth, events captured in memory."""
+async def app_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                      **env: str) -> AsyncIterator[InMemoryEventPublisher]:
+    """A fresh service on SQLite in tmp_path, dev auth, events captured in memory (plus ``env``)."""
     monkeypatch.setenv("HITL_STORAGE", "sqlite")
     monkeypatch.setenv("HITL_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("HITL_AUTH_MODE", "dev")
     monkeypatch.delenv("HITL_EVENTGRID_TOPIC_ENDPOINT", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     app_functions()
     reset_runtime()
     publisher = InMemoryEventPublisher()
     get_runtime().service.publisher = publisher
     yield publisher
     await close_runtime()
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[InMemoryEventPublisher]:
+    """The service with no directory configured: a person is whoever signs in."""
+    async for publisher in app_runtime(tmp_path, monkeypatch):
+        yield publisher
 
 
 def http(method: str, url: str, *, body: Any = None, raw: bytes | None = None, route: dict[str, str] | None = None,

@@ -17,9 +17,8 @@ import pytest
 
 from hitl_core.events import InMemoryEventPublisher
 from hitl_core.functions import get_runtime, reset_runtime
-from hitl_core.functions.runtime import close_runtime
 
-from .conftest import app_functions, call, http
+from .conftest import app_runtime, call, http
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPENSE = {"employee": "erin@example.com", "amount": 5000, "currency": "EUR", "description": "Conference"}
@@ -32,18 +31,10 @@ def who(user: str | None) -> dict[str, str]:
 
 @pytest.fixture
 async def directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[InMemoryEventPublisher]:
-    monkeypatch.setenv("HITL_STORAGE", "sqlite")
-    monkeypatch.setenv("HITL_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("HITL_AUTH_MODE", "dev")
-    monkeypatch.setenv("HITL_DIRECTORY", "file")
-    monkeypatch.setenv("HITL_DIRECTORY_FILE", str(ROOT / "devhost" / "demo-directory.json"))
-    monkeypatch.delenv("HITL_EVENTGRID_TOPIC_ENDPOINT", raising=False)
-    app_functions()
-    reset_runtime()
-    publisher = InMemoryEventPublisher()
-    get_runtime().service.publisher = publisher
-    yield publisher
-    await close_runtime()
+    """The service with the demo directory: roles come from it, not from headers."""
+    async for publisher in app_runtime(tmp_path, monkeypatch, HITL_DIRECTORY="file",
+                                       HITL_DIRECTORY_FILE=str(ROOT / "devhost" / "demo-directory.json")):
+        yield publisher
 
 
 async def start_expense(session_id: str, by: str | None = "ed", **extra: Any) -> tuple[int, Any]:
