@@ -172,15 +172,14 @@ class HitlService:
         nobody named can be e-mailed, the fallback addresses (``HITL_NOTIFY_DEFAULT_RECIPIENTS``)
         get a sign-in link, which decides as whoever signs in.
         """
+        # From the event itself (approvers and subject as announced), so a notification processed
+        # after the request was decided still reaches its approvers, whose link then says by whom.
         stored = await self.storage.load(request.session_id)
-        pending = stored.checkpoint.find_pending(request.call_id) if stored else None
-        if stored is None or pending is None:
-            return []
-        cp = stored.checkpoint
-        excluded = {pending.subject} if pending.subject else set()
-        if cp.metadata.get("separation_of_duties") and cp.metadata.get("started_by"):
-            excluded.add(str(cp.metadata["started_by"]).lower())
-        users, roles = split_entries(pending.approvers)
+        excluded = {request.subject.lower()} if request.subject else set()
+        if stored is not None and stored.checkpoint.metadata.get("separation_of_duties") and \
+                stored.checkpoint.metadata.get("started_by"):
+            excluded.add(str(stored.checkpoint.metadata["started_by"]).lower())
+        users, roles = split_entries(list(request.approvers))
         people: dict[str, Person] = {}
         for user in users:
             person = await self.directory.person(user)
@@ -190,11 +189,11 @@ class HitlService:
             for person in await self.directory.members(role):
                 people.setdefault(person.id.lower(), person)
         found = [Recipient(email=p.email, person_id=key, name=p.label,
-                           decide_url=self.decide_url(cp.session_id, pending.call_id, key))
+                           decide_url=self.decide_url(request.session_id, request.call_id, key))
                  for key, p in people.items() if p.email and key not in excluded]
         if found:
             return found
-        return [Recipient(email=address, decide_url=self.decide_url(cp.session_id, pending.call_id))
+        return [Recipient(email=address, decide_url=self.decide_url(request.session_id, request.call_id))
                 for address in self.settings.notify_default_recipients]
 
     def request_view(self, cp: WorkflowCheckpoint, pending: PendingRequest, *, with_link: bool = False) -> RequestView:

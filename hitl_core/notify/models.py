@@ -176,6 +176,7 @@ class RequestView(BaseModel):
     created_at: datetime | None = None
     deadline: datetime | None = None
     approvers: list[str] = Field(default_factory=list)
+    subject: str | None = None
     status: str = "pending"
     decide_url: str | None = None
     reminder_number: int | None = None
