@@ -1,30 +1,47 @@
-"""Load the local host over HTTP: N concurrent clients doing start -> decision cycles.
+"""Load the local host over HTTP against a floor measured in the same run.
 
-Starts ``python -m devhost`` (the server of ``make run``) on a free loopback port with
-a fresh data folder, drives it with aiohttp clients for a fixed time, and reports cycles/s,
-p50/p99 of each call and the server's peak memory (VmHWM). Then it stores 10,000 more sessions
-directly through the library into the same SQLite file and runs again, to show the latency does
-not grow with the store. Everything stays on 127.0.0.1 and stops by itself.
+Starts ``python -m devhost`` (the server of ``make run``) on a free loopback port with a fresh
+data folder, and next to it the floor (:mod:`bench.floor`: a plain aiohttp server doing only one
+durable SQLite write and one Event Grid publish per start, one read and one conditional write per
+decision, through the same devhost's local Event Grid topic and, with ``--notify``, one e-mail per
+start to the same SMTP sink). The SAME aiohttp load clients (same code, concurrency and duration)
+drive each server in turn — floor, then hitl, per round — doing start -> decision cycles; between
+runs every published event is delivered (the topic drained) so no run pays for another's backlog.
+Reported: cycles/s, p50/p99 of each call, the server's CPU per cycle and peak memory, each as a
+ratio to the floor of the same run. Then 10,000 more sessions are stored (through the library
+into hitl's SQLite file, straight into the floor's) and both run again, to show latency does not
+grow with the store. Everything stays on 127.0.0.1 and stops by itself.
 
 The load acts as people of the demo directory (devhost/demo-directory.json), named by the dev
 ``X-HITL-User`` header: an author starts each content-review (``--author``, default ``mona``) and
 a member of the ``reviewers`` role decides it (``--reviewer``, default ``rita``); anonymous callers
 may start but not decide. A call that is refused counts as an error in the results.
 
-Run: ``python -m bench.http_load [--seconds 30] [--clients 16] [--preload 10000] [--author mona] [--reviewer rita]``
+E-mail: without ``--notify`` the host runs with ``HITL_SMTP_HOST=off`` (the local host then mails
+nothing, not even to its sink) and the run checks the mailbox is empty at the end; with
+``--notify`` the devhost's SMTP sink receives hitl's e-mails (one per reviewer per request: rita
+and ron) and the floor's (one per start, addressed to both reviewers).
+
+Goal (issue "Service cost you can reproduce"): hitl >= 0.5x the floor's cycles/s and <= 2x its p99.
+
+Run: ``python -m bench.http_load [--seconds 30] [--clients 32] [--preload 10000] [--rounds 1] [--notify]
+[--author mona] [--reviewer rita]``
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +54,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DIRECTORY = {"HITL_DIRECTORY": "file", "HITL_DIRECTORY_FILE": str(ROOT / "devhost" / "demo-directory.json")}
 AUTHOR = "mona"  # starts the reviews (anyone may start; the author may then read the session)
 REVIEWER = "rita"  # of the ``reviewers`` role, which decides a content-review without named reviewers
+#: The issue's goal, as ratios to the floor measured in the same run.
+GOAL_THROUGHPUT = 0.5  # hitl cycles/s >= 0.5 x the floor's
+GOAL_P99 = 2.0  # hitl p99 (start and decide) <= 2 x the floor's
+FLOOR_SENDER = "floor@hitl.localhost"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def as_user(user: str) -> dict[str, str]:
@@ -59,66 +81,159 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def _get_json(url: str, timeout: float = 30) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as answer:
+        return json.loads(answer.read())
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], what: str, limit_s: float = 60) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not start")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> float:
+    peak = peak_rss_mib(proc.pid)
+    proc.send_signal(2)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+    return peak
+
+
 class Host:
+    """``python -m devhost`` serving function_app:app on a free port, with its SMTP sink on another."""
+
     def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
         self.port = free_port()
+        self.smtp_port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def topic_url(self) -> str:
+        return f"{self.base}/runtime/eventgrid/topics/local/api/events"
+
+    @property
+    def topic_key_file(self) -> Path:
+        return self.data_dir / "eventgrid-topic.key"
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HITL_")}
         env.update({"HITL_DATA_DIR": str(self.data_dir), "HITL_PORT": str(self.port), **DIRECTORY, **self.env})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "devhost", "--app", "function_app:app", "--port", str(self.port),
-             "--data-dir", str(self.data_dir)],
+             "--data-dir", str(self.data_dir), "--smtp-port", str(self.smtp_port)],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(self.data_dir / "host.log", "ab"),
         )
-        deadline = time.monotonic() + 60
-        import urllib.request
-
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.base}/api/health", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("devhost did not start")
+        _wait_healthy(f"{self.base}/api/health", self.proc, "devhost")
 
     def drain_events(self, limit_s: float = 300) -> float:
         """Seconds until the local topic has delivered every event (notifications included)."""
-        import urllib.request
-
         began = time.monotonic()
         while time.monotonic() - began < limit_s:
-            with urllib.request.urlopen(f"{self.base}/api/_dev/eventgrid", timeout=30) as answer:  # loopback
-                stats = json.loads(answer.read())
-            if not stats.get("pending"):
+            if not _get_json(f"{self.base}/api/_dev/eventgrid").get("pending"):
                 break
-            time.sleep(1)
+            time.sleep(0.5)
         return round(time.monotonic() - began, 1)
 
-    def mails(self) -> int:
-        import urllib.request
+    def event_stats(self) -> dict[str, Any]:
+        stats = _get_json(f"{self.base}/api/_dev/eventgrid")
+        return {k: stats.get(k) for k in ("events", "delivered", "failed", "pending")}
 
-        with urllib.request.urlopen(f"{self.base}/api/_dev/mailbox", timeout=30) as answer:  # loopback
-            data = json.loads(answer.read())
-        return len(data["messages"] if isinstance(data, dict) else data)
+    def mails(self) -> dict[str, int]:
+        """Messages in the SMTP sink (GET /api/_dev/mailbox), hitl's and the floor's apart."""
+        data = _get_json(f"{self.base}/api/_dev/mailbox", timeout=60)
+        messages = data["messages"] if isinstance(data, dict) else data
+        floor = sum(1 for m in messages if FLOOR_SENDER in str(m.get("envelope", {}).get("mail_from", "")))
+        return {"total": len(messages), "hitl": len(messages) - floor, "floor": floor}
+
+    def cpu(self) -> float:
+        assert self.proc is not None
+        return cpu_seconds(self.proc.pid)
 
     def stop(self) -> float:
         assert self.proc is not None
-        peak = peak_rss_mib(self.proc.pid)
-        self.proc.send_signal(2)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        return peak
+        return _stop(self.proc)
+
+
+class FloorServer:
+    """``python -m bench.floor`` publishing to the host's local topic (and mailing its sink)."""
+
+    def __init__(self, work_dir: Path, host: Host, *, notify: bool) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.work_dir = work_dir
+        self.db = work_dir / "floor.db"
+        self.host = host
+        self.notify = notify
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "bench.floor", "--port", str(self.port), "--db", str(self.db),
+               "--topic-endpoint", self.host.topic_url, "--topic-key-file", str(self.host.topic_key_file)]
+        if self.notify:
+            cmd += ["--smtp-port", str(self.host.smtp_port)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HITL_")}
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=open(self.work_dir / "floor.log", "ab"))
+        _wait_healthy(f"{self.base}/api/health", self.proc, "floor")
+
+    def drain_mails(self, limit_s: float = 120) -> float:
+        began = time.monotonic()
+        while time.monotonic() - began < limit_s:
+            if not _get_json(f"{self.base}/api/health").get("mails_in_flight"):
+                break
+            time.sleep(0.2)
+        return round(time.monotonic() - began, 1)
+
+    def preload(self, count: int) -> None:
+        import sqlite3
+
+        db = sqlite3.connect(self.db, isolation_level=None)
+        db.execute("BEGIN")
+        db.executemany("INSERT INTO sessions(session_id, version, doc) VALUES (?, 1, ?)",
+                       ((f"stored-{i}", json.dumps({"session_id": f"stored-{i}", "status": "pending",
+                                                    "input": {"draft": f"stored draft {i}"},
+                                                    "pending_requests": [{"call_id": f"c{i}"}]}))
+                        for i in range(count)))
+        db.execute("COMMIT")
+        db.close()
+
+    def cpu(self) -> float:
+        assert self.proc is not None
+        return cpu_seconds(self.proc.pid)
+
+    def stop(self) -> float:
+        assert self.proc is not None
+        return _stop(self.proc)
 
 
 async def run_load(base: str, clients: int, seconds: float, tag: str, *, author: str = AUTHOR,
                    reviewer: str = REVIEWER) -> dict[str, Any]:
+    """The load clients: ``clients`` concurrent start -> decision loops for ``seconds`` against ``base``."""
     starts: list[float] = []
     decisions: list[float] = []
     errors: dict[str, int] = {}
@@ -196,48 +311,165 @@ async def preload(data_dir: Path, count: int, author: str = AUTHOR) -> float:
     return time.perf_counter() - began
 
 
+def measured(name: str, cpu_of: list[Any], load: Any) -> dict[str, Any]:
+    """Run ``load`` (a coroutine factory) and add the servers' CPU seconds per cycle to its result."""
+    before = [f() for f in cpu_of]
+    result: dict[str, Any] = asyncio.run(load())
+    used = sum(f() for f in cpu_of) - sum(before)
+    result["server"] = name
+    result["server_cpu_s"] = round(used, 2)
+    result["server_cpu_ms_per_cycle"] = round(1000 * used / result["cycles"], 3) if result["cycles"] else None
+    return result
+
+
+KEYS = ("cycles_per_s", "start_p50_ms", "start_p99_ms", "decide_p50_ms", "decide_p99_ms", "server_cpu_ms_per_cycle")
+
+
+def ratios(hitl: dict[str, Any], floor: dict[str, Any]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for key in KEYS:
+        a, b = hitl.get(key), floor.get(key)
+        out[key] = round(a / b, 2) if a is not None and b else None
+    return out
+
+
+def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several rounds of one server: medians of the per-round figures."""
+    if len(runs) == 1:
+        return runs[0]
+    out = dict(runs[-1])
+    for key in KEYS:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        out[key] = round(statistics.median(values), 3) if values else None
+    out["cycles"] = sum(r["cycles"] for r in runs)
+    out["rounds"] = len(runs)
+    return out
+
+
+def compare(phase: str, host: Host, floor: FloorServer, ns: argparse.Namespace, tag: str,
+            people: dict[str, str]) -> dict[str, Any]:
+    """``ns.rounds`` x (floor run, hitl run), each after the topic is drained; per-round ratios."""
+    floor_runs, hitl_runs, round_ratios = [], [], []
+    for r in range(ns.rounds):
+        host.drain_events()
+        floor.drain_mails()
+        floor_runs.append(measured("floor", [floor.cpu, host.cpu], lambda r=r: run_load(
+            floor.base, ns.clients, ns.seconds, f"{tag}f{r}", **people)))
+        floor_runs[-1]["event_delivery_drained_after_s"] = host.drain_events()
+        floor_runs[-1]["mail_sends_drained_after_s"] = floor.drain_mails()
+        hitl_runs.append(measured("hitl", [host.cpu], lambda r=r: run_load(
+            host.base, ns.clients, ns.seconds, f"{tag}h{r}", **people)))
+        hitl_runs[-1]["event_delivery_drained_after_s"] = host.drain_events()
+        round_ratios.append(ratios(hitl_runs[-1], floor_runs[-1]))
+        print(f"  [{phase}] round {r + 1}: floor {floor_runs[-1]['cycles_per_s']} cycles/s, "
+              f"hitl {hitl_runs[-1]['cycles_per_s']} cycles/s ({round_ratios[-1]['cycles_per_s']}x)", flush=True)
+    ratio = {k: (round(statistics.median([x[k] for x in round_ratios if x[k] is not None]), 2)
+                 if any(x[k] is not None for x in round_ratios) else None) for k in KEYS}
+    return {"floor": pooled(floor_runs), "hitl": pooled(hitl_runs), "ratio_hitl_to_floor": ratio,
+            "ratios_per_round": round_ratios}
+
+
+def goal(ratio: dict[str, Any]) -> dict[str, Any]:
+    throughput = ratio["cycles_per_s"]
+    p99 = max(ratio["start_p99_ms"] or 0, ratio["decide_p99_ms"] or 0)
+    return {"throughput_ratio": throughput, "worst_p99_ratio": p99,
+            "throughput_met": throughput is not None and throughput >= GOAL_THROUGHPUT,
+            "p99_met": p99 <= GOAL_P99}
+
+
+def report(results: dict[str, Any]) -> None:
+    meta = results["meta"]
+    print(f"\n{meta['date']} · `{meta['command']}` · {meta['clients']} clients x {meta['seconds']} s per run, "
+          f"{meta['rounds']} round(s) · e-mail {'on' if meta['notify'] else 'off'} · load average "
+          f"{meta['loadavg_before']} -> {meta['loadavg_after']}")
+    print("\n| store | server | cycles/s | start p50 / p99 (ms) | decide p50 / p99 (ms) | server CPU per cycle (ms) "
+          "| peak RSS (MiB) |")
+    print("|---|---|---|---|---|---|---|")
+    for phase, data in results["phases"].items():
+        f, h, r = data["floor"], data["hitl"], data["ratio_hitl_to_floor"]
+        print(f"| {phase} | floor | {f['cycles_per_s']} (1.0x) | {f['start_p50_ms']} / {f['start_p99_ms']} | "
+              f"{f['decide_p50_ms']} / {f['decide_p99_ms']} | {f['server_cpu_ms_per_cycle']} | "
+              f"{f.get('peak_rss_mib')} |")
+        print(f"| {phase} | hitl | {h['cycles_per_s']} ({r['cycles_per_s']}x) | {h['start_p50_ms']} "
+              f"({r['start_p50_ms']}x) / {h['start_p99_ms']} ({r['start_p99_ms']}x) | {h['decide_p50_ms']} "
+              f"({r['decide_p50_ms']}x) / {h['decide_p99_ms']} ({r['decide_p99_ms']}x) | "
+              f"{h['server_cpu_ms_per_cycle']} ({r['server_cpu_ms_per_cycle']}x) | {h.get('peak_rss_mib')} |")
+    for phase, data in results["phases"].items():
+        g = data["goal"]
+        print(f"\ngoal [{phase}]: cycles/s ≥ {GOAL_THROUGHPUT}x floor: "
+              f"{'MET' if g['throughput_met'] else 'MISSED'} ({g['throughput_ratio']}x); p99 ≤ {GOAL_P99}x floor: "
+              f"{'MET' if g['p99_met'] else 'MISSED'} (worst {g['worst_p99_ratio']}x)")
+    print(f"\ne-mails in the sink at the end: {results['emails_in_sink']}")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--preload", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=1, help="floor/hitl run pairs per phase (median of ratios)")
     parser.add_argument("--notify", action="store_true",
                         help="keep e-mail notifications on (SMTP sink) during the load: each reviewer "
-                             "(rita, ron) gets an e-mail of their own per request")
+                             "(rita, ron) gets an e-mail of their own per request; the floor sends one per start")
     parser.add_argument("--author", default=AUTHOR, help="demo person who starts the reviews (default %(default)s)")
     parser.add_argument("--reviewer", default=REVIEWER,
                         help="demo person of the reviewers role who decides them (default %(default)s)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results JSON (default bench/results/http_load[-notify].json)")
     ns = parser.parse_args()
     people = {"author": ns.author, "reviewer": ns.reviewer}
-    results: dict[str, Any] = {}
+    command = "python -m bench.http_load " + shlex.join(sys.argv[1:])
+    results: dict[str, Any] = {"meta": {
+        "date": dt.date.today().isoformat(), "command": command.strip(), "clients": ns.clients,
+        "seconds": ns.seconds, "rounds": ns.rounds, "notify": ns.notify, "cpus": os.cpu_count(),
+        "loadavg_before": loadavg()}, "phases": {}}
     with tempfile.TemporaryDirectory(prefix="hitl-load-") as tmp:
-        data_dir = Path(tmp)
-        env = {"HITL_NOTIFY_DEFAULT_RECIPIENTS": "reviewers@example.test"} if ns.notify else {"HITL_SMTP_HOST": ""}
+        data_dir = Path(tmp) / "hitl"
+        data_dir.mkdir()
+        # HITL_SMTP_HOST=off: the local host mails nothing (unset, it would fill in its own sink)
+        env = {"HITL_NOTIFY_DEFAULT_RECIPIENTS": "reviewers@example.test"} if ns.notify else {"HITL_SMTP_HOST": "off"}
         host = Host(data_dir, env)
         host.start()
-        asyncio.run(run_load(host.base, 4, 3, "warm", **people))
-        results["empty_store"] = asyncio.run(run_load(host.base, ns.clients, ns.seconds, "a", **people))
-        results["event_delivery_drained_after_s"] = host.drain_events()
-        results["emails_in_sink"] = host.mails()
-        results["empty_store"]["peak_rss_mib"] = round(host.stop(), 1)
+        floor = FloorServer(Path(tmp) / "floor", host, notify=ns.notify)
+        floor.start()
+        try:
+            asyncio.run(run_load(floor.base, 4, 3, "warmf", **people))
+            asyncio.run(run_load(host.base, 4, 3, "warm", **people))
+            phase = compare("empty_store", host, floor, ns, "a", people)
+            results["phases"]["empty_store"] = phase
+            results["events"] = host.event_stats()
+            results["emails_in_sink"] = host.mails()
+        finally:
+            phase_floor_rss = round(floor.stop(), 1)
+            phase_host_rss = round(host.stop(), 1)
+        results["phases"]["empty_store"]["floor"]["peak_rss_mib"] = phase_floor_rss
+        results["phases"]["empty_store"]["hitl"]["peak_rss_mib"] = phase_host_rss
         if ns.preload:
             results["preload_seconds"] = round(asyncio.run(preload(data_dir, ns.preload, ns.author)), 1)
             host = Host(data_dir, env)
             host.start()
-            asyncio.run(run_load(host.base, 4, 3, "warm2", **people))
-            results[f"with_{ns.preload}_stored"] = asyncio.run(run_load(host.base, ns.clients, ns.seconds, "b",
-                                                                        **people))
-            results[f"with_{ns.preload}_stored"]["peak_rss_mib"] = round(host.stop(), 1)
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "http_load.json").write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
-    print("\n| store | clients | cycles/s | start p50 / p99 (ms) | decide p50 / p99 (ms) | peak RSS (MiB) |")
-    print("|---|---|---|---|---|---|")
-    for name, r in results.items():
-        if isinstance(r, dict):
-            print(f"| {name} | {r['clients']} | {r['cycles_per_s']} | {r['start_p50_ms']} / {r['start_p99_ms']} | "
-                  f"{r['decide_p50_ms']} / {r['decide_p99_ms']} | {r['peak_rss_mib']} |")
+            floor.host = host
+            floor.preload(ns.preload)
+            floor.start()
+            name = f"with_{ns.preload}_stored"
+            try:
+                asyncio.run(run_load(floor.base, 4, 3, "warmf2", **people))
+                asyncio.run(run_load(host.base, 4, 3, "warm2", **people))
+                results["phases"][name] = compare(name, host, floor, ns, "b", people)
+                results["emails_in_sink"] = host.mails()
+            finally:
+                rss = round(floor.stop(), 1), round(host.stop(), 1)
+            results["phases"][name]["floor"]["peak_rss_mib"], results["phases"][name]["hitl"]["peak_rss_mib"] = rss
+    for data in results["phases"].values():
+        data["goal"] = goal(data["ratio_hitl_to_floor"])
+    results["meta"]["loadavg_after"] = loadavg()
+    out = ns.out or ROOT / "bench" / "results" / f"http_load{'-notify' if ns.notify else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    report(results)
+    if not ns.notify and results["emails_in_sink"]["total"]:
+        raise SystemExit(f"HITL_SMTP_HOST=off, yet the sink holds {results['emails_in_sink']['total']} e-mail(s)")
+    print(f"results: {out}")
 
 
 if __name__ == "__main__":

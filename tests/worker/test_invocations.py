@@ -524,9 +524,15 @@ async def test_timer_sweep_republishes_an_event_left_in_the_outbox(
     stored = await get_runtime().service.storage.load(sid)
     assert stored is not None and stored.checkpoint.outbox == []  # published, then cleared by the sweep
 
-    # the devhost's topic got it and its notify_reviewers mailed it, with the id the outbox held
-    (mail,) = await eventually(lambda: mails(devhost, "X-HITL-Event-Id", left["id"]), what="the republished event")
-    assert mail["headers"]["X-HITL-Session"] == sid and "Left behind" in mail["text"]
+    # the devhost's topic got it and its notify_reviewers mailed it, with the id the outbox held, to
+    # each of the request's approvers (the reviewers role: rita and ron), one e-mail each
+    async def both() -> list[dict[str, Any]]:
+        found = await mails(devhost, "X-HITL-Event-Id", left["id"])
+        return found if len(found) >= 2 else []
+
+    delivered = await eventually(both, what="the republished event, to both reviewers")
+    assert sorted(address for mail in delivered for address in mail["to"]) == ["rita@example.com", "ron@example.com"]
+    assert all(m["headers"]["X-HITL-Session"] == sid and "Left behind" in m["text"] for m in delivered)
 
 
 # --- Durable: one orchestrator replay, one activity -----------------------------------------------------
