@@ -38,6 +38,7 @@ from .serialization import register_type
 from .workflow import (
     AgentRunResponse,
     AgentRunResponseUpdate,
+    ApprovalPolicy,
     Approvers,
     ChatMessage,
     Executor,
@@ -80,6 +81,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AgentRunResponse",
     "AgentRunResponseUpdate",
+    "ApprovalPolicy",
     "Approvers",
     "AuditRecord",
     "ChatMessage",

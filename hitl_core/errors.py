@@ -184,6 +184,23 @@ class RequestAlreadyHandledError(RequestError):
         self.decision = decision
 
 
+class VoteAlreadyRecordedError(RequestError):
+    """This person already voted on the request; ``vote`` is their first vote (a person votes once)."""
+
+    def __init__(self, call_id: str, vote: dict[str, Any], *, session_id: str | None = None) -> None:
+        super().__init__(
+            f"{json_text(vote.get('voter'))} already voted on request {json_text(call_id)} at "
+            f"{json_text(vote.get('at'))}; a person votes once",
+            session_id=session_id,
+            call_id=call_id,
+        )
+        self.vote = vote
+
+
+class VoteRecorded(HitlError):
+    """A vote was stored and the request is still pending (its policy needs more votes)."""
+
+
 class ResponseValidationError(RequestError):
     """The result does not validate against the response type; the request stays pending."""
 

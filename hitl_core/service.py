@@ -48,6 +48,8 @@ from .errors import (
     SessionNotFoundError,
     StorageError,
     UnknownWorkflowError,
+    VoteAlreadyRecordedError,
+    VoteRecorded,
 )
 from .events.models import EventType, make_event
 from .events.publisher import EventPublisher
@@ -56,9 +58,11 @@ from .notify.models import Recipient
 from .notify.models import RequestView as NotifiedRequest
 from .registry import StartContext, WorkflowSpec
 from .serialization import decode, plain
+from .serialization import encode as encode_value
 from .settings import Settings
 from .views import AuditRecordView, AuditView, HealthView, InboxPage, RequestView, SessionView
 from .workflow.events import RequestInfoEvent, WorkflowEvent
+from .workflow.policy import ApprovalPolicy, Ballot, approves, tally
 from .workflow.request_info import (
     approver_entries,
     find_response_type,
@@ -209,6 +213,8 @@ class HitlService:
             deadline=pending.deadline,
             approvers=list(pending.approvers),
             subject=pending.subject,
+            approval=pending.approval,
+            votes=list(pending.votes),
             status="pending",
             decide_url=self.decide_url(cp.session_id, pending.call_id) if with_link else None,
         )
@@ -360,13 +366,14 @@ class HitlService:
         return {"published": published, "recovered": recovered, "scanned": seen}
 
     def _options(self, caller: Caller | None, decided: set[str] | None, who: Identity | None = None,
-                 actor: str | None = None, **extra: Any) -> RunOptions:
+                 actor: str | None = None, ballot_state: dict[str, Any] | None = None, **extra: Any) -> RunOptions:
         """RunOptions whose save hook writes the outbox and the audit records.
 
         ``who`` is the caller resolved through the directory: decisions and audit records name
         the person by directory id (the sign-in spelling only when the directory does not know it).
         """
         decided_ids = decided or set()
+        ballot_state = ballot_state if ballot_state is not None else {}
         actor = actor or (who.person_id if who is not None and who.person_id else None) or \
             (caller.user if caller else None)
 
@@ -390,6 +397,19 @@ class HitlService:
                 for decision in cp.decisions:
                     if decision.outcome == "cancelled" and decision.call_id in decided_ids:
                         cp.outbox.append(self._resolved_event(cp, decision))
+            elif phase == "vote" and ballot_state.get("vote") is not None:
+                call_id, vote, progress = ballot_state["vote"]
+                records.append(append_record(cp, "voted", call_id=call_id, actor=actor,
+                                             source=caller.source if caller else None,
+                                             detail={"approve": vote["approve"], "result": vote["result"],
+                                                     "via": vote["via"], **progress}))
+                pending = cp.find_pending(call_id)
+                if pending is not None:
+                    data = self.request_view(cp, pending).model_dump(mode="json")
+                    data["vote"] = {"voter": vote["voter"], "approve": vote["approve"], **progress}
+                    cp.outbox.append(make_event(EventType.REQUEST_VOTE_RECORDED, workflow=cp.workflow,
+                                                session_id=cp.session_id, call_id=call_id, data=data,
+                                                discriminator=vote["voter"]))
             elif phase == "start":
                 records.append(append_record(cp, "started", actor=actor,
                                              source=caller.source if caller else None,
@@ -460,6 +480,8 @@ class HitlService:
         try:
             async for _ in stream:
                 pass
+        except VoteRecorded:
+            pass  # the vote is stored; the request waits for more (its event is in the outbox)
         except StorageError:
             raise
         except HitlError as exc:
@@ -548,9 +570,48 @@ class HitlService:
             except NotAuthorizedError as exc:
                 await self.audit_refusal(session_id, call_id, caller, str(exc), who=who)
                 raise
-        opts = self._options(caller, {call_id}, who)
+        ballot_state: dict[str, Any] = {}
+        opts = self._options(caller, {call_id}, who, ballot_state=ballot_state)
+        if pending is not None and pending.approval is not None:
+            opts.ballot = await self._ballot(session_id, call_id, pending, who, caller, ballot_state)
         return self.session_view(await self._run(runner.runner(self.storage).resume(session_id, {call_id: result},
                                                                                      opts), opts))
+
+    async def _ballot(self, session_id: str, call_id: str, pending: PendingRequest, who: Identity,
+                      caller: Caller | None, state: dict[str, Any]) -> Any:
+        """The engine's ballot hook for one vote: counts it on the freshly loaded request (see RunOptions.ballot)."""
+        policy = ApprovalPolicy.model_validate(pending.approval)
+        users, roles = split_entries(pending.approvers)
+        eligible = await self._eligible(users, roles, pending)
+        voter = who.person_id or (caller.user if caller else None) or SYSTEM_ACTOR
+        via = caller.via if caller else "system"
+
+        def ballot(cp: WorkflowCheckpoint, fresh: PendingRequest, value: Any) -> tuple[bool, list[dict[str, Any]]]:
+            first = next((v for v in fresh.votes if v.get("voter") == voter), None)
+            if first is not None:
+                raise VoteAlreadyRecordedError(call_id, first, session_id=session_id)
+            vote = {"voter": voter, "approve": approves(plain(encode_value(value)), policy.decision_field),
+                    "result": plain(encode_value(value)), "at": utcnow().isoformat(), "via": via}
+            counted = [*fresh.votes, vote]
+            outcome = tally(policy, [Ballot(str(v["voter"]), bool(v["approve"])) for v in counted],
+                            named_users=len(users), eligible=eligible)
+            approvals = sum(1 for v in counted if v["approve"])
+            state["vote"] = (call_id, vote, {"approvals": approvals, "needed": policy.needed(len(users)),
+                                             "outcome": outcome})
+            return outcome != "pending", counted
+
+        return ballot
+
+    async def _eligible(self, users: list[str], roles: list[str], pending: PendingRequest) -> int | None:
+        """How many distinct people may vote (None when a role's members are unknown to the directory)."""
+        people = set(users)
+        for role in roles:
+            members = await self.directory.members(role)
+            if not members:
+                return None
+            people.update(m.id.lower() for m in members)
+        people.discard(pending.subject or "")
+        return len(people)
 
     async def audit_refusal(self, session_id: str, call_id: str | None, caller: Caller | None, reason: str, *,
                             who: Identity | None = None) -> bool:

@@ -35,6 +35,10 @@ class RequestView(_View):
     approvers: list[str] = Field(default_factory=list)
     #: The person the request is about (directory id); they may not answer it.
     subject: str | None = None
+    #: The approval policy when answers are votes (``quorum``, ``veto``, ``decision_field``).
+    approval: dict[str, Any] | None = None
+    #: Votes so far: ``{"voter", "approve", "result", "at", "via"}``.
+    votes: list[dict[str, Any]] = Field(default_factory=list)
     status: RequestStatus = "pending"
     decide_url: str | None = None
 

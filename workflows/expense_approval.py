@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from hitl_core import (
+    ApprovalPolicy,
     Approvers,
     CheckpointStorage,
     Executor,
@@ -36,6 +37,7 @@ from hitl_core.settings import Settings
 
 NAME = "expense-approval"
 FINANCE_THRESHOLD = 1000
+FINANCE_QUORUM_THRESHOLD = 10_000
 
 
 class ExpenseInput(BaseModel):
@@ -100,10 +102,13 @@ class ExpenseApprover(Executor):
             approvers = Approvers(roles=["finance"])
             deadline = now + dt.timedelta(seconds=self.finance_deadline_s)
             policy = {"action": "expire"}
+        # above FINANCE_QUORUM_THRESHOLD, two distinct members of finance must approve; one rejection ends it
+        approval = ApprovalPolicy(quorum=2, veto=True) \
+            if stage == "finance" and claim["amount"] > FINANCE_QUORUM_THRESHOLD else None
         return ExpenseApprovalRequest(stage=stage, employee=claim["employee"], amount=claim["amount"],
                                       currency=claim["currency"], description=claim["description"],
                                       approvers=approvers, deadline=deadline, timeout_policy=policy,
-                                      subject=claim["employee_id"])
+                                      subject=claim["employee_id"], approval=approval)
 
     @handler
     async def submit(self, claim: ExpenseClaim, ctx: WorkflowContext[ExpenseApprovalRequest]) -> None:
@@ -118,7 +123,10 @@ class ExpenseApprover(Executor):
         ctx: WorkflowContext[ExpenseApprovalRequest, dict[str, Any]],
     ) -> None:
         state = await ctx.get_state()
-        state["decided_by"].append(answer.decided_by or "unknown")
+        if answer.votes:  # a finance quorum: everyone who voted, in order
+            state["decided_by"].extend(str(v["voter"]) for v in answer.votes)
+        else:
+            state["decided_by"].append(answer.decided_by or "unknown")
         await ctx.set_state(state)
         if not answer.data.approved:
             await ctx.yield_output({"status": "rejected", "amount": state["amount"], "decided_by": state["decided_by"]})

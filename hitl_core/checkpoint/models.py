@@ -46,6 +46,10 @@ class PendingRequest(_Model):
     subject: str | None = None
     #: True once the service resolved ``approvers`` and ``subject`` through the directory.
     resolved: bool = False
+    #: The request's approval policy (``ApprovalPolicy`` as JSON) when answers are collected as votes.
+    approval: dict[str, Any] | None = None
+    #: Votes so far: ``{"voter", "approve", "result", "at", "via"}``, in the order they were recorded.
+    votes: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class Decision(_Model):
@@ -67,6 +71,8 @@ class Decision(_Model):
     request: Any = None
     executor_id: str | None = None
     request_executor_id: str | None = None
+    #: Every vote, when the request resolved under a quorum policy (the deciding one last).
+    votes: list[dict[str, Any]] = Field(default_factory=list)
 
     def view(self) -> dict[str, Any]:
         """The JSON view given to a caller whose decision came too late."""
@@ -76,6 +82,7 @@ class Decision(_Model):
             "result": plain(self.result),
             "decided_by": self.decided_by,
             "decided_at": self.decided_at.isoformat(),
+            **({"votes": self.votes} if self.votes else {}),
         }
 
 

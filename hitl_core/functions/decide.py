@@ -165,7 +165,14 @@ async def decide_page(req: func.HttpRequest) -> func.HttpResponse:
     text_field = _text_field(request.response_schema)
     comment = (f"<p><label>{html.escape(text_field)}<br><textarea name='text' rows='4' cols='60'></textarea>"
                f"</label></p>") if text_field else ""
-    body = (f"<p>Deciding as <b>{html.escape(who)}</b>.</p>"
+    quorum = ""
+    if request.approval:
+        needed = request.approval.get("quorum")
+        approvals = sum(1 for v in request.votes if v.get("approve"))
+        voters = ", ".join(html.escape(str(v.get("voter"))) for v in request.votes) or "nobody yet"
+        quorum = (f"<p>Approvals needed: <b>{html.escape(str(needed))}</b>; so far {approvals} "
+                  f"({voters} voted). {'One rejection ends it.' if request.approval.get('veto', True) else ''}</p>")
+    body = (f"<p>Deciding as <b>{html.escape(who)}</b>.</p>{quorum}"
             f"<p>Workflow <b>{html.escape(request.workflow)}</b>, session <code>{html.escape(request.session_id)}"
             f"</code>. Deadline: {deadline}.</p><dl>{rows}</dl>"
             f"<form method='post' action='decide'><input type='hidden' name='token' value='{html.escape(token or '')}'>"
@@ -204,7 +211,7 @@ async def decide_submit(req: func.HttpRequest) -> func.HttpResponse:
         field = _text_field(request.response_schema)
         if field and text:
             result[field] = text
-        await service.respond(claims.session_id, claims.call_id, result, caller=caller)
+        view = await service.respond(claims.session_id, claims.call_id, result, caller=caller)
     except (RequestAlreadyHandledError, UnknownRequestError, SessionClosedError):
         await service.audit_refusal(claims.session_id, claims.call_id, caller,
                                     "decision link used after the request was decided or closed")
@@ -212,4 +219,10 @@ async def decide_submit(req: func.HttpRequest) -> func.HttpResponse:
     except HitlError as exc:
         return _refused(exc)  # a refused decision was audited by the service
     verb = "approved" if decision == "approve" else "rejected"
+    still = next((r for r in view.pending_requests if r.call_id == claims.call_id), None)
+    if still is not None:  # a vote under a quorum policy: the request waits for more
+        approvals = sum(1 for v in still.votes if v.get("approve"))
+        needed = (still.approval or {}).get("quorum")
+        return page("Vote recorded", f"<p>You {verb} the request. Your vote is recorded: {approvals} approval(s) "
+                                     f"of {html.escape(str(needed))} so far; the request waits for the others.</p>")
     return page("Thank you", f"<p>You {verb} the request. The workflow has continued.</p>")

@@ -32,6 +32,7 @@ from ..errors import (
     StorageUnavailableError,
     UnknownRequestError,
     UnknownWorkflowError,
+    VoteAlreadyRecordedError,
 )
 
 logger = logging.getLogger("hitl_core.functions")
@@ -99,6 +100,8 @@ def from_error(exc: Exception) -> func.HttpResponse:
         return problem(404, "Session not found", str(exc), session_id=exc.session_id)
     if isinstance(exc, UnknownWorkflowError):
         return problem(404, "Workflow not found", str(exc), known_workflows=exc.known)
+    if isinstance(exc, VoteAlreadyRecordedError):
+        return problem(409, "Vote already recorded", str(exc), call_id=exc.call_id, vote=exc.vote)
     if isinstance(exc, RequestAlreadyHandledError):
         return problem(409, "Request already handled", str(exc), call_id=exc.call_id, decision=exc.decision)
     if isinstance(exc, UnknownRequestError):

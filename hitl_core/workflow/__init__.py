@@ -21,6 +21,7 @@ from .events import (
     WorkflowStatusEvent,
 )
 from .executor import Executor, HandlerSpec, WorkflowContext, handler
+from .policy import ApprovalPolicy
 from .request_info import Approvers, RequestInfoExecutor, RequestInfoMessage, RequestResponse
 from .runner import RunOptions, SessionRunner
 from .workflow import Edge, Workflow, WorkflowBuilder, WorkflowRunResult
@@ -28,6 +29,7 @@ from .workflow import Edge, Workflow, WorkflowBuilder, WorkflowRunResult
 __all__ = [
     "AgentRunResponse",
     "AgentRunResponseUpdate",
+    "ApprovalPolicy",
     "Approvers",
     "ChatMessage",
     "Edge",

@@ -26,10 +26,12 @@ from ..errors import ResponseValidationError, SerializationError
 from ..serialization import decode, resolve_type
 from .events import RequestInfoEvent
 from .executor import Executor, WorkflowContext, handler
+from .policy import ApprovalPolicy
 from .typing_utils import describe
 
 #: Fields of the base class; the rest of a request's fields are its ``data`` for reviewers.
-BASE_REQUEST_FIELDS = ("request_id", "source_executor_id", "approvers", "deadline", "timeout_policy", "subject")
+BASE_REQUEST_FIELDS = ("request_id", "source_executor_id", "approvers", "deadline", "timeout_policy", "subject",
+                       "approval")
 
 USER_PREFIX = "user:"
 ROLE_PREFIX = "role:"
@@ -102,6 +104,8 @@ class RequestInfoMessage:
     deadline: dt.datetime | None = field(default=None, kw_only=True)
     timeout_policy: dict[str, Any] | None = field(default=None, kw_only=True)
     subject: str | None = field(default=None, kw_only=True)
+    #: How several approvers resolve the request (quorum, veto); None: the first answer decides.
+    approval: ApprovalPolicy | None = field(default=None, kw_only=True)
 
 
 @dataclass
@@ -112,6 +116,9 @@ class RequestResponse[TRequest, TResponse]:
     original_request: TRequest
     request_id: str
     decided_by: str | None = None
+    #: Every vote when the request resolved under a quorum policy: ``{"voter", "approve", "result", "at"}``;
+    #: ``data`` is then the deciding vote's answer. Empty for single-answer requests.
+    votes: list[dict[str, Any]] = field(default_factory=list)
 
 
 def response_spec(message_type: Any) -> tuple[type, Any] | None:

@@ -44,6 +44,7 @@ from ..errors import (
     SessionConflictError,
     SessionNotFoundError,
     UnknownRequestError,
+    VoteRecorded,
     WorkflowDefinitionError,
     WorkflowRunError,
 )
@@ -78,7 +79,7 @@ CheckpointPolicy = Literal["on_pause", "per_superstep"]
 #: continuation runs in memory and commits with one conditional write (1 read + 1 write); under
 #: concurrent resumes of one request only one commits, but losing handlers may have run.
 ResumeMode = Literal["claim", "optimistic"]
-Phase = Literal["start", "claim", "final", "cancel", "superstep"]
+Phase = Literal["start", "claim", "final", "cancel", "superstep", "vote"]
 
 #: Called just before each write; may add outbox entries to the checkpoint and returns audit
 #: records to append in the same write. ``events`` are those emitted since the previous write.
@@ -102,6 +103,11 @@ class RunOptions:
     #: Awaited before every write of a run, before ``save_hook``: the service resolves new
     #: requests' approvers and subject through the directory here (I/O the sync hook cannot do).
     prepare: Callable[[WorkflowCheckpoint], Awaitable[None]] | None = None
+    #: For requests whose answers are votes: called inside the claim's conditional-write loop, on
+    #: the freshly loaded request, with the validated answer; answers ``(final, votes)``. Not final:
+    #: the vote alone is written and :class:`VoteRecorded` raised. Final: the claim proceeds with
+    #: ``votes`` kept on the decision. One loop, one conditional write: no vote lost, one resume.
+    ballot: Callable[[WorkflowCheckpoint, PendingRequest, Any], tuple[bool, list[dict[str, Any]]]] | None = None
     save_hook: SaveHook | None = None
     finished_ttl_seconds: int | None = None
     input_fingerprint: str | None = None
@@ -243,6 +249,7 @@ class RunState:
                 approvers=approver_entries(message.approvers),
                 policy=dict(message.timeout_policy or {}),
                 subject=message.subject.strip().lower() if message.subject else None,
+                approval=message.approval.model_dump() if message.approval and message.approval.votes else None,
             )
         )
         self.emit(
@@ -449,6 +456,27 @@ class SessionRunner:
                     return stored  # nothing to do
                 raise UnknownRequestError("", cp.pending_call_ids(), session_id=session_id)
             now = utcnow()
+            votes: dict[str, list[dict[str, Any]]] = {}
+            lost_race = False
+            for call_id, (pending, value) in validated.items():
+                if opts.ballot is None or pending.approval is None:
+                    continue
+                final, counted = opts.ballot(cp, pending, value)
+                if final:
+                    votes[call_id] = counted
+                    continue
+                pending.votes = counted
+                cp.updated_at = now
+                vote_audit = opts.save_hook(cp, [], "vote") if opts.save_hook else ()
+                try:
+                    version = await self.storage.save(cp, expected_version=stored.version, audit=vote_audit)
+                except ConcurrencyError:
+                    lost_race = True  # another write came first: reload and count again
+                    break
+                opts.record(cp, version)
+                raise VoteRecorded(f"vote on request {call_id!r} recorded; the request is still pending")
+            if lost_race:
+                continue
             for call_id, (pending, value) in validated.items():
                 cp.pending_requests.remove(pending)
                 cp.decisions.append(Decision(
@@ -456,6 +484,7 @@ class SessionRunner:
                     decided_by=opts.decided_by, via=opts.decided_via, decided_at=now, applied=False,
                     request=pending.request,
                     executor_id=pending.executor_id, request_executor_id=pending.request_executor_id,
+                    votes=votes.get(call_id, []),
                 ))
             cp.status = "running"
             cp.updated_at = now
@@ -498,7 +527,8 @@ class SessionRunner:
             if decision.applied:
                 continue
             response = RequestResponse(data=decode(decision.result), original_request=decode(decision.request),
-                                       request_id=decision.call_id, decided_by=decision.decided_by)
+                                       request_id=decision.call_id, decided_by=decision.decided_by,
+                                       votes=list(decision.votes))
             run.queue.append(_Envelope(response, decision.request_executor_id or "", decision.executor_id or ""))
             decision.applied = True
         async for event in self._drive(run, stored.version, opts, "final", extra_audit):

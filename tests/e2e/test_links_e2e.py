@@ -116,6 +116,27 @@ def test_every_shipped_request_is_decided_through_its_link_by_its_recipient(host
     label, done = press(link_for(host, "rita@example.com", "c-2"), "approve")
     assert label == "Rita Reyes" and done.status_code == 200, done.text
 
+    # expense-approval above 10,000: two distinct members of finance must approve (a quorum of votes)
+    with host.client("ed") as ed:
+        assert ed.post("/api/workflows/expense-approval/sessions", json={
+            "session_id": "x-2", "input": {"employee": "erin", "amount": 20000, "currency": "EUR",
+                                           "description": "Team offsite"}}).status_code == 201
+    label, done = press(link_for(host, "amy@example.com", "x-2"), "approve")
+    assert label == "Amy Adams" and done.status_code == 200
+    fay_link, fred_link = link_for(host, "fay@example.com", "x-2"), link_for(host, "fred@example.com", "x-2")
+    label, done = press(fay_link, "approve")
+    assert done.status_code == 200 and "Your vote is recorded: 1 approval(s) of 2" in done.text
+    assert session(host, "x-2")["status"] == "pending"
+    with httpx.Client(timeout=30) as browser:
+        page = browser.get(fred_link)
+        assert "Approvals needed: <b>2</b>; so far 1 (fay voted)" in page.text
+    label, done = press(fred_link, "approve")
+    assert label == "Fred Fox" and done.status_code == 200 and "The workflow has continued" in done.text
+    assert session(host, "x-2")["outputs"] == [{"status": "approved", "amount": 20000.0,
+                                                "decided_by": ["amy", "fay", "fred"]}]
+    voted = [r for r in audit(host, "x-2")["records"] if r["action"] in ("voted", "decided")]
+    assert [(r["action"], r["actor"]) for r in voted] == [("decided", "amy"), ("voted", "fay"), ("decided", "fred")]
+
     for session_id, deciders in (("x-1", ["amy", "fay"]), ("c-1", ["ron", "rita"]), ("c-2", ["rita"])):
         records = audit(host, session_id)
         assert records["verification"]["valid"] is True
