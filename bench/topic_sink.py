@@ -1,0 +1,61 @@
+"""A stand-in Event Grid topic that accepts every publish and does nothing else.
+
+For :mod:`bench.app_cost`: the app publishes with the real ``EventGridPublisherClient`` (its CPU
+is part of what runs in Azure), and the topic's own work must not land in the measured process,
+so the sink runs as a separate process. It checks the ``aeg-sas-key`` header, counts events and
+bytes, and answers 200 with an empty body, as Event Grid does.
+
+Run: ``python -m bench.topic_sink --port 8124 --key KEY`` (``GET /stats`` answers the counts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+
+from aiohttp import web
+
+
+async def serve(port: int, key: str) -> None:
+    stats = {"publishes": 0, "events": 0, "bytes": 0, "refused": 0}
+
+    async def publish(request: web.Request) -> web.Response:
+        body = await request.read()
+        if request.headers.get("aeg-sas-key") != key:
+            stats["refused"] += 1
+            return web.Response(status=401)
+        payload = json.loads(body)
+        stats["publishes"] += 1
+        stats["events"] += len(payload) if isinstance(payload, list) else 1
+        stats["bytes"] += len(body)
+        return web.Response(status=200)
+
+    async def get_stats(request: web.Request) -> web.Response:
+        return web.json_response(stats)
+
+    app = web.Application(client_max_size=2 * 1024 * 1024)
+    app.router.add_post("/runtime/eventgrid/topics/{topic}/api/events", publish)
+    app.router.add_get("/stats", get_stats)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--key", required=True)
+    ns = parser.parse_args()
+    asyncio.run(serve(ns.port, ns.key))
+
+
+if __name__ == "__main__":
+    main()
