@@ -14,11 +14,12 @@ does only what no HITL service can skip:
 * **decide** (``POST /api/sessions/{session_id}/responses``): one read of the session
   (``SELECT``), one conditional write (``UPDATE ... WHERE session_id = ? AND version = ?``; a lost
   race is a 409), answer 200 with the finished session.
-* **notifications** (``--smtp-port``): after the start has answered, one SMTP send per start (a
-  fresh connection, as hitl's ``aiosmtplib.send`` per message) of one short plain-text message
-  addressed to the request's reviewers (``--notify-to``, default the two demo reviewers) to the
-  same SMTP sink. It runs off the response path, like hitl's e-mail, which Event Grid delivers to
-  ``notify_reviewers`` after the start has answered.
+* **notifications** (``--smtp-port``): one SMTP send per start (a fresh connection, as hitl's
+  ``aiosmtplib.send`` per message) of one short plain-text message addressed to the request's
+  reviewers (``--notify-to``, default the two demo reviewers) to the same SMTP sink. It runs off
+  the response path through a queue drained by ``--mail-concurrency`` senders (default 8, the
+  local Event Grid topic's delivery concurrency), like hitl's e-mail, which the topic delivers to
+  ``notify_reviewers`` after the start has answered, at most 8 deliveries at a time.
 
 No authorisation beyond reading the dev identity header, no audit trail, no outbox, no schema
 validation, no logging per request: anything hitl does beyond this is its cost over the floor.
@@ -60,7 +61,7 @@ def _json(status: int, body: dict[str, Any]) -> web.Response:
 
 class Floor:
     def __init__(self, db: Path, topic_endpoint: str, topic_key: str, smtp_port: int | None,
-                 notify_to: tuple[str, ...]) -> None:
+                 notify_to: tuple[str, ...], mail_concurrency: int = 8) -> None:
         self.db = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")  # as SqliteCheckpointStorage's default
@@ -70,7 +71,10 @@ class Floor:
         self.smtp_port = smtp_port
         self.notify_to = notify_to
         self.publisher: Any = None
-        self.background: set[asyncio.Task[None]] = set()
+        self.mail_concurrency = mail_concurrency
+        self.mail_queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self.senders: list[asyncio.Task[None]] = []
+        self.sending = 0
         self.mails_sent = 0
         self.mails_failed = 0
 
@@ -79,10 +83,14 @@ class Floor:
         from azure.eventgrid.aio import EventGridPublisherClient
 
         self.publisher = EventGridPublisherClient(self.topic_endpoint, AzureKeyCredential(self.topic_key))
+        if self.smtp_port:
+            self.senders = [asyncio.create_task(self.sender()) for _ in range(self.mail_concurrency)]
 
     async def close(self) -> None:
-        while self.background:
-            await asyncio.gather(*list(self.background), return_exceptions=True)
+        await self.mail_queue.join()
+        for task in self.senders:
+            task.cancel()
+        await asyncio.gather(*self.senders, return_exceptions=True)
         if self.publisher is not None:
             await self.publisher.close()
         self.db.close()
@@ -105,9 +113,7 @@ class Floor:
         await self.publisher.send([CloudEvent(source="/bench/floor", type=EVENT_TYPE, subject=session_id,
                                               data={"session_id": session_id, "call_id": call_id})])
         if self.smtp_port:
-            task = asyncio.get_running_loop().create_task(self.notify(session_id, call_id))
-            self.background.add(task)
-            task.add_done_callback(self.background.discard)
+            self.mail_queue.put_nowait((session_id, call_id))
         return _json(201, session)
 
     async def decide(self, request: web.Request) -> web.Response:
@@ -131,6 +137,16 @@ class Floor:
             return _json(409, {"title": "Session conflict", "session_id": session_id})
         return _json(200, session)
 
+    async def sender(self) -> None:
+        while True:
+            session_id, call_id = await self.mail_queue.get()
+            self.sending += 1
+            try:
+                await self.notify(session_id, call_id)
+            finally:
+                self.sending -= 1
+                self.mail_queue.task_done()
+
     async def notify(self, session_id: str, call_id: str) -> None:
         import aiosmtplib
 
@@ -148,12 +164,12 @@ class Floor:
 
     async def health(self, request: web.Request) -> web.Response:
         return _json(200, {"status": "ok", "mails_sent": self.mails_sent, "mails_failed": self.mails_failed,
-                           "mails_in_flight": len(self.background)})
+                           "mails_in_flight": self.mail_queue.qsize() + self.sending})
 
 
 async def serve(args: argparse.Namespace) -> None:
     floor = Floor(args.db, args.topic_endpoint, args.topic_key, args.smtp_port,
-                  tuple(a for a in args.notify_to.split(",") if a))
+                  tuple(a for a in args.notify_to.split(",") if a), args.mail_concurrency)
     await floor.open()
     app = web.Application()
     app.router.add_post("/api/workflows/{workflow}/sessions", floor.start)
@@ -181,6 +197,8 @@ def main() -> None:
     parser.add_argument("--topic-key-file", type=Path, default=None)
     parser.add_argument("--smtp-port", type=int, default=None, help="send one e-mail per start to this SMTP sink")
     parser.add_argument("--notify-to", default=",".join(REVIEWERS))
+    parser.add_argument("--mail-concurrency", type=int, default=8,
+                        help="concurrent SMTP sends (default 8: the local topic's delivery concurrency)")
     args = parser.parse_args()
     if args.topic_key is None:
         if args.topic_key_file is None:

@@ -197,6 +197,19 @@ class VoteAlreadyRecordedError(RequestError):
         self.vote = vote
 
 
+class RequestClaimedError(RequestError):
+    """Someone else holds a live claim on the request (and its policy lets only the claimer answer)."""
+
+    def __init__(self, call_id: str, claimed_by: str, claimed_until: str, *, session_id: str | None = None) -> None:
+        super().__init__(
+            f"request {json_text(call_id)} is claimed by {json_text(claimed_by)} until {json_text(claimed_until)}",
+            session_id=session_id,
+            call_id=call_id,
+        )
+        self.claimed_by = claimed_by
+        self.claimed_until = claimed_until
+
+
 class VoteRecorded(HitlError):
     """A vote was stored and the request is still pending (its policy needs more votes)."""
 

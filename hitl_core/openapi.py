@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, create_model
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from .views import AuditView, HealthView, InboxPage, ResponseBody, SessionView, StartBody
+from .views import AuditView, HealthView, InboxPage, RequestView, ResponseBody, SessionView, StartBody
 
 ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
 WORKFLOW_PATTERN = r"^[a-z0-9][a-z0-9\-]{0,63}$"
@@ -74,7 +74,7 @@ def openapi_document(workflows: Mapping[str, type[BaseModel]], *, server_url: st
     """
     start_bodies = {name: _start_body(name, model) for name, model in sorted(workflows.items())}
     inputs: list[type[BaseModel]] = [ResponseBody, *start_bodies.values()]
-    outputs: list[type[BaseModel]] = [SessionView, InboxPage, AuditView, HealthView, Problem]
+    outputs: list[type[BaseModel]] = [SessionView, RequestView, InboxPage, AuditView, HealthView, Problem]
     modes: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in inputs]
     modes += [(m, "serialization") for m in outputs]
     _, defs = models_json_schema(modes, ref_template="#/components/schemas/{model}")
@@ -123,6 +123,16 @@ def openapi_document(workflows: Mapping[str, type[BaseModel]], *, server_url: st
             "operationId": "cancel", "summary": "Cancel; pending requests end as cancelled",
             "parameters": [session_id], "security": key,
             "responses": {"200": {"description": "Cancelled", "content": _json(SessionView)},
+                          **_problems(403, 404, 409, 503, *body_errors)}}},
+        "/api/sessions/{session_id}/requests/{call_id}/claim": {"post": {
+            "operationId": "claim", "summary": "Claim a pending request for HITL_CLAIM_SECONDS (renewable)",
+            "parameters": [session_id, _path_param("call_id", ID_PATTERN)], "security": key,
+            "responses": {"200": {"description": "The request, claimed", "content": _json(RequestView)},
+                          **_problems(403, 404, 409, 503, *body_errors)}}},
+        "/api/sessions/{session_id}/requests/{call_id}/release": {"post": {
+            "operationId": "release", "summary": "Release a claim (the claimer, or the admins role)",
+            "parameters": [session_id, _path_param("call_id", ID_PATTERN)], "security": key,
+            "responses": {"200": {"description": "The request, free", "content": _json(RequestView)},
                           **_problems(403, 404, 409, 503, *body_errors)}}},
         "/api/sessions/{session_id}/audit": {"get": {
             "operationId": "audit", "summary": "Audit trail; verify=true recomputes the hash chain",

@@ -44,9 +44,11 @@ from .errors import (
     InputValidationError,
     NotAuthorizedError,
     RequestAlreadyHandledError,
+    RequestClaimedError,
     SessionConflictError,
     SessionNotFoundError,
     StorageError,
+    UnknownRequestError,
     UnknownWorkflowError,
     VoteAlreadyRecordedError,
     VoteRecorded,
@@ -215,6 +217,8 @@ class HitlService:
             subject=pending.subject,
             approval=pending.approval,
             votes=list(pending.votes),
+            claimed_by=pending.live_claim(utcnow()),
+            claimed_until=pending.claimed_until if pending.live_claim(utcnow()) else None,
             status="pending",
             decide_url=self.decide_url(cp.session_id, pending.call_id) if with_link else None,
         )
@@ -542,7 +546,77 @@ class HitlService:
         reason = self.access.refusal_to_decide(who, pending, cp)
         if reason is not None:
             raise NotAuthorizedError(reason)
+        self._check_claim(cp, pending, who)
         return who
+
+    @staticmethod
+    def _check_claim(cp: WorkflowCheckpoint, pending: PendingRequest, who: Identity) -> None:
+        """While someone else's claim lasts, only they may answer (unless the policy lets others)."""
+        holder = pending.live_claim(utcnow())
+        if holder is None or holder == who.person_id:
+            return
+        if (pending.approval or {}).get("others_may_answer_claimed"):
+            return
+        until = pending.claimed_until.isoformat() if pending.claimed_until else ""
+        raise RequestClaimedError(pending.call_id, holder, until, session_id=cp.session_id)
+
+    async def claim(self, session_id: str, call_id: str, *, caller: Caller, release: bool = False) -> RequestView:
+        """Claim a pending request for ``HITL_CLAIM_SECONDS`` (renewable), or release one's claim.
+
+        Only someone who may decide the request may claim it; a live claim of someone else
+        answers 409; the claimer (or an admin) releases. Each is one conditional write, audited
+        and announced (``hitl.request.claimed``).
+        """
+        who = await self.access.identify(caller)
+        while True:
+            stored = await self._load(session_id)
+            cp = stored.checkpoint
+            if not self.access.may_read(who, cp):
+                await self.audit_refusal(session_id, call_id, caller, "the caller may not see this session", who=who)
+                raise SessionNotFoundError(session_id)
+            pending = cp.find_pending(call_id)
+            if pending is None:
+                decision = cp.find_decision(call_id)
+                if decision is not None:
+                    raise RequestAlreadyHandledError(call_id, decision.view(), session_id=session_id)
+                raise UnknownRequestError(call_id, cp.pending_call_ids(), session_id=session_id)
+            now = utcnow()
+            holder = pending.live_claim(now)
+            if release:
+                if holder is None:
+                    return self.request_view(cp, pending)  # nothing to release: already free
+                if holder != who.person_id and not who.is_any(ADMINS):
+                    refusal = f"{who.label or 'an anonymous caller'} may not release the claim of {holder}"
+                    await self.audit_refusal(session_id, call_id, caller, refusal, who=who)
+                    raise NotAuthorizedError(refusal)
+                pending.claimed_by, pending.claimed_until = None, None
+                action, detail = "released", {"claimed_by": holder}
+            else:
+                reason = self.access.refusal_to_decide(who, pending, cp)
+                if reason is not None:
+                    await self.audit_refusal(session_id, call_id, caller, reason, who=who)
+                    raise NotAuthorizedError(reason)
+                if holder is not None and holder != who.person_id:
+                    assert pending.claimed_until is not None
+                    raise RequestClaimedError(call_id, holder, pending.claimed_until.isoformat(),
+                                              session_id=session_id)
+                pending.claimed_by = who.person_id
+                pending.claimed_until = now + dt.timedelta(seconds=self.settings.claim_seconds)
+                action, detail = "claimed", {"until": pending.claimed_until.isoformat()}
+            record = append_record(cp, action, call_id=call_id, actor=who.person_id, source=caller.source,
+                                   detail=detail)
+            data = self.request_view(cp, pending).model_dump(mode="json")
+            cp.outbox.append(make_event(EventType.REQUEST_CLAIMED, workflow=cp.workflow, session_id=session_id,
+                                        call_id=call_id, data={**data, "action": action},
+                                        discriminator=f"{action}:{record.seq}"))
+            cp.updated_at = now
+            try:
+                version = await self.storage.save(cp, expected_version=stored.version, ttl_seconds=self._ttl_for(cp),
+                                                  audit=[record])
+            except ConcurrencyError:
+                continue
+            await self._publish(StoredCheckpoint.model_construct(checkpoint=cp, version=version))
+            return self.request_view(cp, pending)
 
     async def may_decide(self, session_id: str, call_id: str, caller: Caller) -> str | None:
         """Why ``caller`` may not decide the pending request (None: they may). Reads only."""

@@ -84,6 +84,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "sessions besides signed-in people."),
     SettingSpec("HITL_REFUSAL_AUDIT_LIMIT", "20",
                 "Refused attempts audited per request per hour; more are refused without an audit record."),
+    SettingSpec("HITL_CLAIM_SECONDS", "1800",
+                "How long a reviewer's claim on a request lasts (they may renew it); then it lapses by itself."),
     SettingSpec("HITL_LINK_SIGNING_KEYS", None,
                 "Comma-separated HMAC keys for decision links; the first signs, all verify (rotation).",
                 secret=True),
@@ -212,6 +214,7 @@ class Settings:
     trusted_proxy_hops: int = 1
     start_principals: tuple[str, ...] = ()
     refusal_audit_limit: int = 20
+    claim_seconds: int = 1800
     link_signing_keys: tuple[str, ...] = field(default=(), repr=False)
     link_ttl_seconds: int = 604800
     webhook_url: str | None = None
@@ -258,6 +261,7 @@ class Settings:
             trusted_proxy_hops=_int(source, "HITL_TRUSTED_PROXY_HOPS"),
             start_principals=_list(source, "HITL_START_PRINCIPALS"),
             refusal_audit_limit=_int(source, "HITL_REFUSAL_AUDIT_LIMIT"),
+            claim_seconds=_int(source, "HITL_CLAIM_SECONDS", minimum=1),
             link_signing_keys=_list(source, "HITL_LINK_SIGNING_KEYS"),
             link_ttl_seconds=_int(source, "HITL_LINK_TTL_SECONDS", minimum=1),
             webhook_url=_switchable(source, "HITL_WEBHOOK_URL"),

@@ -39,6 +39,9 @@ class RequestView(_View):
     approval: dict[str, Any] | None = None
     #: Votes so far: ``{"voter", "approve", "result", "at", "via"}``.
     votes: list[dict[str, Any]] = Field(default_factory=list)
+    #: Who claimed the request (is working on it), until when; null when nobody holds a live claim.
+    claimed_by: str | None = None
+    claimed_until: dt.datetime | None = None
     status: RequestStatus = "pending"
     decide_url: str | None = None
 

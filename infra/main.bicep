@@ -169,6 +169,9 @@ param startPrincipals string = ''
 @description('HITL_REFUSAL_AUDIT_LIMIT; empty: the code default (20 audited refusals per request per hour).')
 param refusalAuditLimit string = ''
 
+@description('HITL_CLAIM_SECONDS: how long a reviewer\'s claim lasts; empty: the code default (1800 s).')
+param claimSeconds string = ''
+
 var resourceToken = toLower(uniqueString(subscription().id, resourceGroup().id, environmentName))
 var tags = {
   'azd-env-name': environmentName
@@ -307,6 +310,7 @@ module appSettings './modules/app-settings.bicep' = {
     trustedProxyHops: trustedProxyHops
     startPrincipals: startPrincipals
     refusalAuditLimit: refusalAuditLimit
+    claimSeconds: claimSeconds
   }
 }
 

@@ -50,6 +50,13 @@ class PendingRequest(_Model):
     approval: dict[str, Any] | None = None
     #: Votes so far: ``{"voter", "approve", "result", "at", "via"}``, in the order they were recorded.
     votes: list[dict[str, Any]] = Field(default_factory=list)
+    #: Who is working on it (a claim), until when; an expired claim is no claim.
+    claimed_by: str | None = None
+    claimed_until: dt.datetime | None = None
+
+    def live_claim(self, now: dt.datetime) -> str | None:
+        """The claimer, while the claim lasts."""
+        return self.claimed_by if self.claimed_by and self.claimed_until and self.claimed_until > now else None
 
 
 class Decision(_Model):

@@ -21,6 +21,7 @@ class EventType(enum.StrEnum):
     REQUEST_REMINDER = "hitl.request.reminder"
     REQUEST_ESCALATED = "hitl.request.escalated"
     REQUEST_VOTE_RECORDED = "hitl.request.vote_recorded"
+    REQUEST_CLAIMED = "hitl.request.claimed"
     SESSION_COMPLETED = "hitl.session.completed"
     SESSION_FAILED = "hitl.session.failed"
     SESSION_CANCELLED = "hitl.session.cancelled"

@@ -335,6 +335,30 @@ async def cancel_session(req: func.HttpRequest) -> func.HttpResponse:
     return await guarded(req, handle)
 
 
+async def _claim(req: func.HttpRequest, *, release: bool) -> func.HttpResponse:
+    async def handle(req: func.HttpRequest) -> func.HttpResponse:
+        session_id = check_id(req.route_params.get("session_id"), "session_id")
+        call_id = check_id(req.route_params.get("call_id"), "call_id")
+        read_json(req, required=False)
+        rt = get_runtime()
+        caller = caller_from_request(req, rt.settings)
+        return ok(await rt.service.claim(session_id, call_id, caller=caller, release=release))
+
+    return await guarded(req, handle)
+
+
+@bp.route(route="sessions/{session_id}/requests/{call_id}/claim", methods=["POST"],
+          auth_level=func.AuthLevel.FUNCTION)
+async def claim_request(req: func.HttpRequest) -> func.HttpResponse:
+    return await _claim(req, release=False)
+
+
+@bp.route(route="sessions/{session_id}/requests/{call_id}/release", methods=["POST"],
+          auth_level=func.AuthLevel.FUNCTION)
+async def release_request(req: func.HttpRequest) -> func.HttpResponse:
+    return await _claim(req, release=True)
+
+
 @bp.route(route="sessions/{session_id}/audit", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def get_audit(req: func.HttpRequest) -> func.HttpResponse:
     async def handle(req: func.HttpRequest) -> func.HttpResponse:

@@ -25,6 +25,7 @@ from ..errors import (
     InputValidationError,
     NotAuthorizedError,
     RequestAlreadyHandledError,
+    RequestClaimedError,
     ResponseValidationError,
     SessionClosedError,
     SessionConflictError,
@@ -100,6 +101,9 @@ def from_error(exc: Exception) -> func.HttpResponse:
         return problem(404, "Session not found", str(exc), session_id=exc.session_id)
     if isinstance(exc, UnknownWorkflowError):
         return problem(404, "Workflow not found", str(exc), known_workflows=exc.known)
+    if isinstance(exc, RequestClaimedError):
+        return problem(409, "Request claimed", str(exc), call_id=exc.call_id, claimed_by=exc.claimed_by,
+                       claimed_until=exc.claimed_until)
     if isinstance(exc, VoteAlreadyRecordedError):
         return problem(409, "Vote already recorded", str(exc), call_id=exc.call_id, vote=exc.vote)
     if isinstance(exc, RequestAlreadyHandledError):

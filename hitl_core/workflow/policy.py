@@ -34,6 +34,8 @@ class ApprovalPolicy(BaseModel):
     quorum: int | Literal["all"] = Field(default=1, description="Distinct approvals needed; 'all': every named user.")
     veto: bool = Field(default=True, description="One rejection ends the request at once.")
     decision_field: str = Field(default="approved", description="The answer's boolean field that says approve.")
+    others_may_answer_claimed: bool = Field(
+        default=False, description="Whether approvers other than the claimer may answer while a claim lasts.")
 
     def needed(self, named_users: int) -> int:
         """Approvals that resolve the request."""
@@ -43,6 +45,11 @@ class ApprovalPolicy(BaseModel):
     def votes(self) -> bool:
         """Whether answers are collected as votes (more than one approval may be needed)."""
         return self.quorum == "all" or int(self.quorum) > 1
+
+    @property
+    def stored(self) -> bool:
+        """Whether the request must keep this policy (votes, or a non-default claim rule)."""
+        return self.votes or self.others_may_answer_claimed
 
 
 @dataclass(frozen=True)

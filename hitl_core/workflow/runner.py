@@ -58,6 +58,7 @@ from .events import (
     WorkflowStatusEvent,
 )
 from .executor import WorkflowContext
+from .policy import ApprovalPolicy
 from .request_info import (
     RequestInfoExecutor,
     RequestInfoMessage,
@@ -249,7 +250,7 @@ class RunState:
                 approvers=approver_entries(message.approvers),
                 policy=dict(message.timeout_policy or {}),
                 subject=message.subject.strip().lower() if message.subject else None,
-                approval=message.approval.model_dump() if message.approval and message.approval.votes else None,
+                approval=message.approval.model_dump() if message.approval and message.approval.stored else None,
             )
         )
         self.emit(
@@ -459,7 +460,8 @@ class SessionRunner:
             votes: dict[str, list[dict[str, Any]]] = {}
             lost_race = False
             for call_id, (pending, value) in validated.items():
-                if opts.ballot is None or pending.approval is None:
+                if opts.ballot is None or pending.approval is None or \
+                        not ApprovalPolicy.model_validate(pending.approval).votes:
                     continue
                 final, counted = opts.ballot(cp, pending, value)
                 if final:

@@ -110,6 +110,9 @@ param startPrincipals string = ''
 @description('HITL_REFUSAL_AUDIT_LIMIT; empty: the code default (20 per request per hour).')
 param refusalAuditLimit string = ''
 
+@description('HITL_CLAIM_SECONDS; empty: the code default (1800 s).')
+param claimSeconds string = ''
+
 var baseUrl = empty(publicBaseUrl) ? 'https://${site.properties.defaultHostName}' : publicBaseUrl
 
 resource site 'Microsoft.Web/sites@2024-04-01' existing = {
@@ -142,6 +145,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     HITL_START_PRINCIPALS: startPrincipals
     HITL_TRUSTED_PROXY_HOPS: trustedProxyHops
     HITL_REFUSAL_AUDIT_LIMIT: refusalAuditLimit
+    HITL_CLAIM_SECONDS: claimSeconds
     // Who is who: Microsoft Entra ID through Microsoft Graph (the Graph application permissions are
     // granted by infra/hooks/postprovision). HITL_DIRECTORY_FILE (HITL_DIRECTORY=file) and
     // HITL_GRAPH_BASE_URL (a local stand-in) are not used in Azure.
