@@ -99,6 +99,19 @@ def recipients_for(approvers: Iterable[str], defaults: Iterable[str] = ()) -> li
     return found or _unique(d.strip() for d in defaults if d and _EMAIL.match(d.strip()))
 
 
+def quorum_progress(request: RequestView) -> str:
+    """"2 approvals needed; 1 so far (fay approved)" for a request under a quorum policy, else ""."""
+    approval = getattr(request, "approval", None)
+    if not isinstance(approval, dict):
+        return ""
+    votes = [v for v in (getattr(request, "votes", None) or []) if isinstance(v, dict)]
+    approvals = sum(1 for v in votes if v.get("approve"))
+    cast = ", ".join(f"{v.get('voter')} {'approved' if v.get('approve') else 'rejected'}" for v in votes)
+    needed = approval.get("quorum")
+    veto = " One rejection ends it." if approval.get("veto", True) else ""
+    return f"{needed} approvals needed; {approvals} so far" + (f" ({cast})." if cast else ".") + veto
+
+
 def short_summary(request: RequestView) -> str:
     """One line describing the request: a title-like field of ``data``, else the first text."""
     data = request.data
@@ -234,6 +247,7 @@ def _text(
     lines += [
         f"Deadline:  {deadline}",
         f"Approvers: {', '.join(request.approvers) if request.approvers else 'anyone allowed to decide'}",
+        *([f"Votes:     {quorum_progress(request)}"] if quorum_progress(request) else []),
         "",
         "Details:",
     ]
@@ -275,6 +289,8 @@ def _html(
         ("Deadline", e(deadline)),
         ("Approvers", e(", ".join(request.approvers)) if request.approvers else "anyone allowed to decide"),
     ]
+    if quorum_progress(request):
+        rows.append(("Votes", e(quorum_progress(request))))
     meta = "\n".join(f'<tr><th align="left">{name}</th><td>{value}</td></tr>' for name, value in rows)
     details = (
         "\n".join(

@@ -206,3 +206,18 @@ def test_events_as_the_service_publishes_them() -> None:
     assert note.subject == "[hitl] Reminder 1: Approval needed: expense-approval \u2014 Team lunch"
     assert "(in 5 hours)" in note.text and "approved: boolean (required)" in note.text
     assert note.recipients == ["m@example.com"] and note.event_id == event["id"]
+
+
+def test_a_quorum_request_tells_how_many_votes_are_needed_and_who_voted() -> None:
+    from hitl_core.notify.render import render_notification as render
+
+    data = {"call_id": "c", "session_id": "s", "workflow": "expense-approval", "approvers": ["role:finance"],
+            "approval": {"quorum": 2, "veto": True},
+            "votes": [{"voter": "fay", "approve": True, "result": {"approved": True}}]}
+    event = {"id": "e1", "type": "hitl.request.created", "source": "/workflows/expense-approval", "subject": "s",
+             "specversion": "1.0", "data": data}
+    notification = render(event)
+    assert "Votes:     2 approvals needed; 1 so far (fay approved). One rejection ends it." in notification.text
+    assert "1 so far (fay approved)" in notification.html
+    plain = render({**event, "data": {k: v for k, v in data.items() if k not in ("approval", "votes")}})
+    assert "Votes:" not in plain.text and "approvals needed" not in plain.html
