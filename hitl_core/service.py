@@ -646,6 +646,7 @@ class HitlService:
                 raise
         ballot_state: dict[str, Any] = {}
         opts = self._options(caller, {call_id}, who, ballot_state=ballot_state)
+        opts.preloaded = stored  # authorised on this read: the engine's claim starts from it
         if pending is not None and pending.approval is not None:
             opts.ballot = await self._ballot(session_id, call_id, pending, who, caller, ballot_state)
         return self.session_view(await self._run(runner.runner(self.storage).resume(session_id, {call_id: result},

@@ -21,6 +21,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -109,6 +110,9 @@ class RunOptions:
     #: the vote alone is written and :class:`VoteRecorded` raised. Final: the claim proceeds with
     #: ``votes`` kept on the decision. One loop, one conditional write: no vote lost, one resume.
     ballot: Callable[[WorkflowCheckpoint, PendingRequest, Any], tuple[bool, list[dict[str, Any]]]] | None = None
+    #: A read the caller already made (the service reads to authorise): the claim's first attempt
+    #: uses it instead of reading again, so an uncontended vote or decision is one read, one write.
+    preloaded: StoredCheckpoint | None = None
     save_hook: SaveHook | None = None
     finished_ttl_seconds: int | None = None
     input_fingerprint: str | None = None
@@ -428,8 +432,15 @@ class SessionRunner:
                      *, recovering: bool = False, write: bool = True) -> StoredCheckpoint:
         delay = 0.01
         waited = 0.0
+        conflicts = 0
+        preloaded, opts.preloaded = opts.preloaded, None
         while True:
-            stored = await self._load(session_id)
+            if preloaded is not None and preloaded.checkpoint.session_id == session_id:
+                stored, preloaded = preloaded, None  # the caller's read is this attempt's read
+            else:
+                if conflicts:  # lost a conditional write: back off a little (jittered) before re-reading
+                    await asyncio.sleep(random.uniform(0, min(0.05, 0.002 * 2 ** min(conflicts, 5))))
+                stored = await self._load(session_id)
             cp = stored.checkpoint
             validated: dict[str, tuple[PendingRequest, Any]] = {}
             for call_id, result in responses.items():
@@ -474,6 +485,7 @@ class SessionRunner:
                     version = await self.storage.save(cp, expected_version=stored.version, audit=vote_audit)
                 except ConcurrencyError:
                     lost_race = True  # another write came first: reload and count again
+                    conflicts += 1
                     break
                 opts.record(cp, version)
                 raise VoteRecorded(f"vote on request {call_id!r} recorded; the request is still pending")
@@ -497,6 +509,7 @@ class SessionRunner:
             try:
                 version = await self.storage.save(cp, expected_version=stored.version, audit=audit)
             except ConcurrencyError:
+                conflicts += 1
                 continue
             opts.record(cp, version)
             return StoredCheckpoint.model_construct(checkpoint=cp, version=version)
