@@ -388,30 +388,6 @@ def _takes_context(user_function: Callable[..., Any]) -> bool:
     return "context" in params
 
 
-#: An RFC 3339 UTC time as Event Grid and the azure-eventgrid client write it (six fraction digits or none).
-_UTC_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{6})?(?:Z|\+00:00)")
-
-
-class _EventGridTriggerConverter(EventGridEventInConverter, binding=None):
-    """The worker's Event Grid trigger converter, with a fast path for the common event time.
-
-    The worker parses ``time`` by trying a list of ``strptime`` formats in turn, and the one
-    matching what Event Grid sends (``...T12:00:00.123456Z``) is the sixth: five failed parses
-    per delivery, the largest cost of a local delivery. A time of exactly that shape (or with
-    ``+00:00``) is read with ``datetime.fromisoformat`` into the same value the worker answers
-    (naive fields, then UTC); anything else goes to the worker's own parser.
-    """
-
-    @classmethod
-    def _parse_datetime(cls, datetime_str: str | None) -> dt.datetime | None:
-        if datetime_str and _UTC_TIME.fullmatch(datetime_str):
-            with contextlib.suppress(ValueError):  # e.g. a leap second: the worker decides
-                naive = datetime_str.removesuffix("Z").removesuffix("+00:00")
-                return dt.datetime.fromisoformat(naive).replace(tzinfo=dt.UTC)
-        parsed: dt.datetime | None = super()._parse_datetime(datetime_str)
-        return parsed
-
-
 # ---------------------------------------------------------------------------------------------
 # HTTP routing
 # ---------------------------------------------------------------------------------------------
@@ -1175,7 +1151,7 @@ class DevHost:
         if fn is None:
             raise LookupError(f"no Event Grid trigger function named {function_name!r}")
         datum = func_meta.Datum(json.dumps(event), "json")
-        value = _EventGridTriggerConverter.decode(datum, trigger_metadata={})
+        value = EventGridEventInConverter.decode(datum, trigger_metadata={})  # the worker's own converter
         await self._invoker.invoke(fn, value)
 
     # -- timers ----------------------------------------------------------------------------
