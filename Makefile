@@ -48,6 +48,8 @@ bench: $(STAMP)
 	$(PY) -m bench.run_all
 	$(PY) -m bench.http_load
 	$(PY) -m bench.storage_bench
+	$(PY) -m bench.app_cost
+	$(PY) -m bench.vote_bench
 
 clean:
 	rm -rf $(VENV) .venv-bench .venv-infra .hitl .pytest_cache .mypy_cache .ruff_cache

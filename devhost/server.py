@@ -1015,7 +1015,8 @@ class DevHost:
         self.eventgrid.add_routes(web_app)
         if self.durable is not None:
             self._mount_durable(web_app, self.durable)
-        web_app.router.add_route("*", "/{tail:.*}", self._dispatch_http)
+        # [\s\S]: every path, control characters (a %0A in a route value) included — the app answers, as in Azure
+        web_app.router.add_route("*", r"/{tail:[\s\S]*}", self._dispatch_http)
         self._runner = web.AppRunner(web_app, access_log_class=_AccessLogger,
                                      access_log=logging.getLogger("hitl.devhost.access"),
                                      shutdown_timeout=self._shutdown_timeout, handle_signals=False)
