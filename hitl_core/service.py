@@ -202,7 +202,9 @@ class HitlService:
         return [Recipient(email=address, decide_url=self.decide_url(request.session_id, request.call_id))
                 for address in self.settings.notify_default_recipients]
 
-    def request_view(self, cp: WorkflowCheckpoint, pending: PendingRequest, *, with_link: bool = False) -> RequestView:
+    def request_view(self, cp: WorkflowCheckpoint, pending: PendingRequest) -> RequestView:
+        """The API view of a pending request (no decision link: links are minted per recipient)."""
+        holder = pending.live_claim(utcnow())
         return RequestView(
             call_id=pending.call_id,
             session_id=cp.session_id,
@@ -217,10 +219,9 @@ class HitlService:
             subject=pending.subject,
             approval=pending.approval,
             votes=list(pending.votes),
-            claimed_by=pending.live_claim(utcnow()),
-            claimed_until=pending.claimed_until if pending.live_claim(utcnow()) else None,
+            claimed_by=holder,
+            claimed_until=pending.claimed_until if holder else None,
             status="pending",
-            decide_url=self.decide_url(cp.session_id, pending.call_id) if with_link else None,
         )
 
     def session_view(self, cp: WorkflowCheckpoint) -> SessionView:
@@ -518,6 +519,13 @@ class HitlService:
             raise SessionNotFoundError(session_id)
         return stored, who
 
+    async def _ensure_visible(self, cp: WorkflowCheckpoint, call_id: str | None, caller: Caller | None,
+                              who: Identity) -> None:
+        """An act on a session the caller may not see is audited, then answered "not found"."""
+        if not self.access.may_read(who, cp):
+            await self.audit_refusal(cp.session_id, call_id, caller, "the caller may not see this session", who=who)
+            raise SessionNotFoundError(cp.session_id)
+
     async def get_session(self, session_id: str, *, caller: Caller | None = None) -> SessionView:
         stored, _ = await self._load_visible(session_id, caller)
         cp = stored.checkpoint
@@ -571,9 +579,7 @@ class HitlService:
         while True:
             stored = await self._load(session_id)
             cp = stored.checkpoint
-            if not self.access.may_read(who, cp):
-                await self.audit_refusal(session_id, call_id, caller, "the caller may not see this session", who=who)
-                raise SessionNotFoundError(session_id)
+            await self._ensure_visible(cp, call_id, caller, who)
             pending = cp.find_pending(call_id)
             if pending is None:
                 decision = cp.find_decision(call_id)
@@ -634,9 +640,8 @@ class HitlService:
         if runner is None:
             raise UnknownWorkflowError(cp.workflow, list(self.specs))
         who = await self.access.identify(caller)
-        if caller is not None and caller.via != "system" and not self.access.may_read(who, cp):
-            await self.audit_refusal(session_id, call_id, caller, "the caller may not see this session", who=who)
-            raise SessionNotFoundError(session_id)
+        if caller is not None and caller.via != "system":
+            await self._ensure_visible(cp, call_id, caller, who)
         pending = cp.find_pending(call_id)
         if pending is not None:
             try:
@@ -665,8 +670,9 @@ class HitlService:
             first = next((v for v in fresh.votes if v.get("voter") == voter), None)
             if first is not None:
                 raise VoteAlreadyRecordedError(call_id, first, session_id=session_id)
-            vote = {"voter": voter, "approve": approves(plain(encode_value(value)), policy.decision_field),
-                    "result": plain(encode_value(value)), "at": utcnow().isoformat(), "via": via}
+            answer = plain(encode_value(value))
+            vote = {"voter": voter, "approve": approves(answer, policy.decision_field),
+                    "result": answer, "at": utcnow().isoformat(), "via": via}
             counted = [*fresh.votes, vote]
             outcome = tally(policy, [Ballot(str(v["voter"]), bool(v["approve"])) for v in counted],
                             named_users=len(users), eligible=eligible)
@@ -722,9 +728,8 @@ class HitlService:
         stored = await self._load(session_id)
         cp = stored.checkpoint
         who = await self.access.identify(caller) if caller is not None else None
-        if who is not None and not self.access.may_read(who, cp):
-            await self.audit_refusal(session_id, None, caller, "the caller may not see this session", who=who)
-            raise SessionNotFoundError(session_id)
+        if who is not None:
+            await self._ensure_visible(cp, None, caller, who)
         if who is not None and not self.access.may_cancel(who, cp):
             reason = (f"{who.label or 'an anonymous caller'} may not cancel session {json.dumps(session_id)}: only "
                       "its initiator or the admins role may")
