@@ -12,11 +12,13 @@ from .memory import InMemoryCheckpointStorage
 from .models import (
     AuditRecord,
     Decision,
+    Delegation,
     Page,
     PendingRequest,
     PendingRequestEntry,
     SessionSummary,
     StoredCheckpoint,
+    StoredDelegation,
     WorkflowCheckpoint,
 )
 from .sqlite import SqliteCheckpointStorage
@@ -45,6 +47,7 @@ __all__ = [
     "CheckpointStorage",
     "CosmosDBCheckpointStorage",
     "Decision",
+    "Delegation",
     "FileCheckpointStorage",
     "InMemoryCheckpointStorage",
     "InvalidContinuationError",
@@ -55,5 +58,6 @@ __all__ = [
     "SessionSummary",
     "SqliteCheckpointStorage",
     "StoredCheckpoint",
+    "StoredDelegation",
     "WorkflowCheckpoint",
 ]

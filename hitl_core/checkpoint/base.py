@@ -19,10 +19,12 @@ from typing import Any, Protocol, runtime_checkable
 from ..errors import CheckpointTooLargeError, StorageError
 from .models import (
     AuditRecord,
+    Delegation,
     Page,
     PendingRequestEntry,
     SessionSummary,
     StoredCheckpoint,
+    StoredDelegation,
     WorkflowCheckpoint,
 )
 
@@ -96,6 +98,34 @@ class CheckpointStorage(Protocol):
 
     async def close(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class DelegationStorage(Protocol):
+    """Where out-of-office delegations live: one record per delegator, beside the sessions.
+
+    Every checkpoint backend implements it. A record expires at its ``ends_at`` (a TTL on
+    backends that have one); an ended record is never returned.
+    """
+
+    async def load_delegation(self, delegator: str) -> StoredDelegation | None:
+        """The delegator's delegation and its version, or None if absent or ended."""
+        ...
+
+    async def save_delegation(self, delegation: Delegation, *, expected_version: str | None) -> str:
+        """Write it if the stored version is ``expected_version`` (None: none may exist, ended ones aside).
+
+        Returns the new version; :class:`ConcurrencyError` on a mismatch. Expires at ``ends_at``.
+        """
+        ...
+
+    async def delete_delegation(self, delegator: str, *, expected_version: str | None = None) -> bool:
+        """End it now; False if there was none (``expected_version`` mismatch: ConcurrencyError)."""
+        ...
+
+    async def list_delegations(self, *, delegate: str | None = None) -> list[Delegation]:
+        """Delegations not yet ended (only those to ``delegate`` when given), ordered by delegator."""
         ...
 
 

@@ -14,6 +14,17 @@ Every document of a session lives in its partition:
 * **audit documents** (``kind: "audit"``), one per record, written in the same call as the
   checkpoint that caused them, with their own TTL (none by default), so they outlive the session.
 
+Out-of-office **delegations** (``kind: "delegation"``, one per delegator) all live in ONE fixed
+logical partition, :data:`DELEGATIONS_PARTITION` (``"~delegations"``: ``~`` is outside the session
+id alphabet, so no session shares it), so that listing them is a single-partition query, never a
+fan-out. A delegation document holds ``delegator``, ``delegate``, ``expires_at`` (its ``ends_at``,
+in epoch seconds), a ``ttl`` that makes Cosmos delete it when it ends, and the delegation itself as
+JSON text. Loading one is a point read; saving is a create (none may exist) or a replace with
+``If-Match`` (its version is ``<etag>~<ends_at>``, the form of a session with a TTL, so a version
+of an ended delegation is refused without a read); listing is
+``SELECT VALUE c.delegation ... WHERE c.kind = 'delegation' AND c.expires_at > @now
+[AND c.delegate = @delegate]`` in that partition, sorted by delegator here.
+
 The checkpoint, the inbox entries and the audit records are stored as JSON *text* inside the
 document, not as nested JSON: Cosmos DB (and the JavaScript tooling around it) reads numbers as
 IEEE doubles, so an integer above 2**53 in workflow state would silently change. Text keeps every
@@ -78,6 +89,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import datetime as dt
 import hashlib
 import json
 import math
@@ -114,11 +126,13 @@ from .base import (
 from .cosmos_layout import DEFAULT_TTL, INDEXING_POLICY, PARTITION_KEY_PATH
 from .models import (
     AuditRecord,
+    Delegation,
     Page,
     PendingRequest,
     PendingRequestEntry,
     SessionSummary,
     StoredCheckpoint,
+    StoredDelegation,
     WorkflowCheckpoint,
 )
 
@@ -133,6 +147,13 @@ BATCH_LIMIT = 100
 
 _SESSION = "session"
 _AUDIT = "audit"
+_DELEGATION = "delegation"
+#: The one logical partition (``session_id`` value) of every delegation document. Session ids
+#: taken by the API match ``[A-Za-z0-9._:-]`` (``hitl_core.openapi.ID_PATTERN``): never ``~``.
+DELEGATIONS_PARTITION = "~delegations"
+_DELEGATION_ID_PREFIX = "delegation:"
+#: Largest per-item ``ttl`` Cosmos DB accepts (seconds); a later ``ends_at`` is left to ``expires_at``.
+_MAX_ITEM_TTL = 2**31 - 1
 _CONFLICT_STATUSES = frozenset({404, 409, 412})
 _UNAVAILABLE_STATUSES = frozenset({408, 410, 429, 449, 500, 502, 503, 504})
 _TRANSPORT_ERRORS = (CosmosClientTimeoutError, ServiceRequestError, ServiceResponseError, TimeoutError, OSError)
@@ -162,6 +183,22 @@ def session_item_id(session_id: str) -> str:
     if 0 < len(escaped) <= _MAX_ID_LENGTH and escaped.strip(".") and not escaped.endswith(" "):
         return escaped
     return "sha256%" + hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def delegation_item_id(delegator: str) -> str:
+    """A delegation document's ``id`` in :data:`DELEGATIONS_PARTITION`: the escaped delegator, prefixed.
+
+    ``:`` is escaped in :func:`session_item_id`, so the prefix keeps it apart from any session id.
+    """
+    item_id = _DELEGATION_ID_PREFIX + session_item_id(delegator)
+    if len(item_id) <= _MAX_ID_LENGTH:
+        return item_id
+    return _DELEGATION_ID_PREFIX + "sha256%" + hashlib.sha256(delegator.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _epoch(moment: dt.datetime) -> float:
+    """Seconds since the epoch (a naive value is taken to be UTC, as everywhere in storage)."""
+    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)).timestamp()
 
 
 def _utf8_len(text: str) -> int:
@@ -378,10 +415,12 @@ class CosmosDBCheckpointStorage:
         fn: Callable[[], Awaitable[T]],
         *,
         passthrough: frozenset[int] = frozenset(),
+        subject: str | None = None,
     ) -> T:
         """Run one SDK request, counting it and translating its failure into the error tree.
 
         An SDK error whose status is in ``passthrough`` is re-raised for the caller to interpret.
+        ``subject`` names what the request is about in error messages when it is not a session.
         """
         self.ops[op] += 1
         try:
@@ -389,12 +428,16 @@ class CosmosDBCheckpointStorage:
         except HttpResponseError as exc:
             if _status(exc) in passthrough and not _owner_missing(exc):
                 raise
-            raise self._translate(exc, op, session_id) from exc
+            raise self._translate(exc, op, session_id, subject=subject) from exc
         except _TRANSPORT_ERRORS as exc:
-            raise self._translate(exc, op, session_id) from exc
+            raise self._translate(exc, op, session_id, subject=subject) from exc
 
-    def _translate(self, exc: BaseException, op: str, session_id: str | None) -> StorageError:
-        where = f"{op} of session {session_id!r}" if session_id is not None else op
+    def _translate(self, exc: BaseException, op: str, session_id: str | None, *,
+                   subject: str | None = None) -> StorageError:
+        if subject is not None:
+            where = f"{op} of {subject}"
+        else:
+            where = f"{op} of session {session_id!r}" if session_id is not None else op
         status = _status(exc)
         if isinstance(exc, ClientAuthenticationError) or status in (401, 403):
             return StorageError(
@@ -448,8 +491,8 @@ class CosmosDBCheckpointStorage:
             expires_at = float(expiry)
         except ValueError:
             return version
-        if not math.isfinite(expires_at):
-            return version
+        if not math.isfinite(expires_at) or f"{expires_at!r}" != expiry:
+            return version  # not a version this storage issued (e.g. "...~12.50"): matches no etag
         return etag if etag and expires_at > self._clock() else None
 
     def _session_document(self, checkpoint: WorkflowCheckpoint, ttl_seconds: int | None) -> dict[str, Any]:
@@ -693,9 +736,11 @@ class CosmosDBCheckpointStorage:
         parameters: list[dict[str, Any]],
         *,
         session_id: str | None = None,
+        subject: str | None = None,
     ) -> list[Any]:
         """Run a parameterised query to its end (within one partition when ``session_id``)."""
-        return [item async for item in self._stream(container, query, parameters, session_id=session_id)]
+        return [item async for item in self._stream(container, query, parameters, session_id=session_id,
+                                                    subject=subject)]
 
     async def _stream(
         self,
@@ -705,6 +750,7 @@ class CosmosDBCheckpointStorage:
         *,
         session_id: str | None = None,
         max_item_count: int | None = None,
+        subject: str | None = None,
     ) -> AsyncIterator[Any]:
         """Yield query results page by page, counting and translating each page request.
 
@@ -724,7 +770,7 @@ class CosmosDBCheckpointStorage:
                 return
             except (HttpResponseError, *_TRANSPORT_ERRORS) as exc:
                 self.ops["query"] += 1
-                raise self._translate(exc, "query", session_id) from exc
+                raise self._translate(exc, "query", session_id, subject=subject) from exc
             self.ops["query"] += 1
             async for item in page:
                 yield item
@@ -849,6 +895,136 @@ class CosmosDBCheckpointStorage:
         )
         rows.sort(key=lambda r: (r.get("incarnation") or 0, r.get("seq") or 0))
         return [AuditRecord.model_validate_json(r["record"]) for r in rows]
+
+    # -- delegations ------------------------------------------------------------------------------
+    def _delegation_document(self, delegation: Delegation) -> dict[str, Any]:
+        ends_at = _epoch(delegation.ends_at)
+        doc: dict[str, Any] = {
+            "id": delegation_item_id(delegation.delegator),
+            "session_id": DELEGATIONS_PARTITION,
+            "kind": _DELEGATION,
+            "delegator": delegation.delegator,
+            "delegate": delegation.delegate,
+            "expires_at": ends_at,
+            "delegation": delegation.model_dump_json(),
+        }
+        # Cosmos counts ``ttl`` from the write; an ended delegation still gets a second (ttl > 0).
+        ttl = max(1, math.ceil(ends_at - self._clock()))
+        if ttl <= _MAX_ITEM_TTL:
+            doc["ttl"] = ttl
+        return doc
+
+    async def _read_delegation_raw(self, delegator: str) -> dict[str, Any] | None:
+        """The delegation document as stored (ended or not), or None: one point read."""
+        container = await self._ready()
+        subject = f"the delegation of {delegator!r}"
+        try:
+            doc: dict[str, Any] = await self._call(
+                "read", None,
+                partial(container.read_item, delegation_item_id(delegator), partition_key=DELEGATIONS_PARTITION),
+                passthrough=frozenset({404, 500}), subject=subject,
+            )
+        except HttpResponseError as exc:
+            if self._is_missing_read(exc):
+                return None
+            raise self._translate(exc, "read", None, subject=subject) from exc
+        return doc
+
+    async def _current_delegation_version(self, delegator: str) -> str | None:
+        current = await self._read_delegation_raw(delegator)
+        return None if current is None or self._expired(current) else self._version(current)
+
+    async def _write_delegation(self, doc: dict[str, Any], etag: str | None) -> str:
+        """Create (``etag`` None) or replace-if-match the delegation document; raises _Conflict."""
+        container = await self._ready()
+        subject = f"the delegation of {doc['delegator']!r}"
+        try:
+            if etag is None:
+                result = await self._call("create", None, partial(container.create_item, doc, no_response=True),
+                                          passthrough=_CONFLICT_STATUSES, subject=subject)
+            else:
+                result = await self._call(
+                    "replace", None,
+                    partial(container.replace_item, doc["id"], doc, etag=etag,
+                            match_condition=MatchConditions.IfNotModified, no_response=True),
+                    passthrough=_CONFLICT_STATUSES, subject=subject)
+        except HttpResponseError as exc:
+            raise _Conflict from exc
+        return self._version({"_etag": self._written_etag(result), "expires_at": doc["expires_at"]})
+
+    async def load_delegation(self, delegator: str) -> StoredDelegation | None:
+        """One point read in the delegations partition: the delegation, unless absent or ended."""
+        doc = await self._read_delegation_raw(delegator)
+        if doc is None or self._expired(doc):
+            return None
+        return StoredDelegation(delegation=Delegation.model_validate_json(doc["delegation"]),
+                                version=self._version(doc))
+
+    async def save_delegation(self, delegation: Delegation, *, expected_version: str | None) -> str:
+        """A create (``expected_version=None``) or a replace with ``If-Match``: one write when uncontended.
+
+        A create that finds an *ended* delegation replaces it (as if Cosmos had deleted it already).
+        """
+        delegator = delegation.delegator
+        doc = self._delegation_document(delegation)
+        if expected_version is None:
+            try:
+                return await self._write_delegation(doc, None)
+            except _Conflict:
+                pass
+            current = await self._read_delegation_raw(delegator)
+            if current is not None and self._expired(current):
+                try:
+                    return await self._write_delegation(doc, str(current["_etag"]))
+                except _Conflict:
+                    pass
+        else:
+            etag = self._etag_of(expected_version)
+            if etag is not None:
+                try:
+                    return await self._write_delegation(doc, etag)
+                except _Conflict:
+                    pass
+        raise ConcurrencyError(delegator, expected_version, await self._current_delegation_version(delegator))
+
+    async def delete_delegation(self, delegator: str, *, expected_version: str | None = None) -> bool:
+        """A point read, then a delete conditional on the etag read."""
+        container = await self._ready()
+        subject = f"the delegation of {delegator!r}"
+        while True:
+            current = await self._read_delegation_raw(delegator)
+            if current is None or self._expired(current):
+                return False
+            version = self._version(current)
+            if expected_version is not None and version != expected_version:
+                raise ConcurrencyError(delegator, expected_version, version)
+            try:
+                await self._call(
+                    "delete", None,
+                    partial(container.delete_item, current["id"], partition_key=DELEGATIONS_PARTITION,
+                            etag=str(current["_etag"]), match_condition=MatchConditions.IfNotModified),
+                    passthrough=_CONFLICT_STATUSES, subject=subject)
+                return True
+            except HttpResponseError as exc:
+                if _status(exc) == 404:
+                    return False
+                if expected_version is not None:
+                    raise ConcurrencyError(delegator, expected_version,
+                                           await self._current_delegation_version(delegator)) from exc
+                # replaced between the read and the delete: read it again
+
+    async def list_delegations(self, *, delegate: str | None = None) -> list[Delegation]:
+        """One single-partition query (in :data:`DELEGATIONS_PARTITION`), sorted by delegator here."""
+        container = await self._ready()
+        query = "SELECT VALUE c.delegation FROM c WHERE c.kind = @kind AND c.expires_at > @now"
+        parameters: list[dict[str, Any]] = [{"name": "@kind", "value": _DELEGATION},
+                                            {"name": "@now", "value": self._clock()}]
+        if delegate is not None:
+            query += " AND c.delegate = @delegate"
+            parameters.append({"name": "@delegate", "value": delegate})
+        rows = await self._query(container, query, parameters, session_id=DELEGATIONS_PARTITION,
+                                 subject="the delegations")
+        return sorted((Delegation.model_validate_json(text) for text in rows), key=lambda d: d.delegator)
 
     async def close(self) -> None:
         """Close the client and credential this storage created (not ones passed in)."""

@@ -5,8 +5,11 @@
 
 One container holds every document of a session, all sharing the partition key ``session_id``:
 ``kind`` is ``"session"`` (one per session: the checkpoint, its status and the denormalised inbox
-fields) or ``"audit"`` (one per audit record). See ``hitl_core/checkpoint/cosmos.py`` for why the
-inbox is served from the session documents rather than from per-request documents.
+fields) or ``"audit"`` (one per audit record). Out-of-office delegations (``kind: "delegation"``,
+one per delegator) share the container but all sit in one fixed partition, ``session_id =
+"~delegations"`` (a value no session id can take), with a per-item ``ttl`` ending at ``ends_at``.
+See ``hitl_core/checkpoint/cosmos.py`` for why the inbox is served from the session documents
+rather than from per-request documents.
 
 The queries this policy serves (and nothing else is queried):
 
@@ -24,6 +27,9 @@ The queries this policy serves (and nothing else is queried):
 * session listing (admin, cross-partition): ``WHERE c.kind = 'session' AND c.session_id > @after
   [AND c.workflow = @w] [AND c.status = @s] ... ORDER BY c.session_id`` (single-property range index).
 * audit trail (single partition): ``WHERE c.session_id = @sid AND c.kind = 'audit'``.
+* delegations (single partition ``"~delegations"``, sorted by delegator in Python, no ORDER BY):
+  ``SELECT VALUE c.delegation FROM c WHERE c.kind = 'delegation' AND c.expires_at > @now
+  [AND c.delegate = @delegate]`` (``/delegate/?`` serves the filter by delegate).
 
 Only the paths that queries touch are indexed (``/*`` is excluded): checkpoint documents carry
 large state blobs under ``/checkpoint``, and indexing them would only raise the RU cost of every
@@ -55,6 +61,7 @@ INDEXING_POLICY: dict[str, Any] = {
         {"path": "/inbox_oldest_created_at/?"},
         {"path": "/inbox_newest_created_at/?"},
         {"path": "/assignees/[]/?"},
+        {"path": "/delegate/?"},
     ],
     "excludedPaths": [
         {"path": "/*"},

@@ -19,11 +19,17 @@ backend); the folder scans of the inbox and listings run in a thread.
 
 The inbox and session listings scan the folder: fine for development, not for 100k sessions —
 use SQLite, Redis or Cosmos DB there.
+
+Delegations (out of office) live in ``delegations/``, one small JSON file per delegator (a
+``StoredDelegation``: the delegation and its version), replaced atomically (a temporary file
+renamed over it) under the delegator's lock stripe. A file has no TTL: an ended delegation reads
+as absent and is kept, so that the next one continues its version counter; listing scans the folder.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import fcntl
 import hashlib
 import json
@@ -47,7 +53,16 @@ from .base import (
     page_inbox,
     page_sessions,
 )
-from .models import AuditRecord, Page, PendingRequestEntry, SessionSummary, StoredCheckpoint, WorkflowCheckpoint
+from .models import (
+    AuditRecord,
+    Delegation,
+    Page,
+    PendingRequestEntry,
+    SessionSummary,
+    StoredCheckpoint,
+    StoredDelegation,
+    WorkflowCheckpoint,
+)
 
 _LOCK_STRIPES = 64
 _HEADER = re.compile(rb'\{"version":(\d+),"expires_at":(null|[0-9.eE+\-]+),"length":(\d+),"crc32":(\d+)\}')
@@ -58,6 +73,11 @@ def _file_stem(session_id: str) -> str:
     if len(quoted) > 180 or quoted.startswith("."):
         return "h_" + hashlib.sha256(session_id.encode("utf-8")).hexdigest()
     return "s_" + quoted
+
+
+def _epoch(moment: dt.datetime) -> float:
+    """Seconds since the epoch (a naive value is taken to be UTC, as everywhere in storage)."""
+    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)).timestamp()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -77,7 +97,8 @@ class FileCheckpointStorage:
         self._sessions = self.root / "sessions"
         self._locks = self.root / "locks"
         self._audit = self.root / "audit"
-        for folder in (self._sessions, self._locks, self._audit):
+        self._delegations = self.root / "delegations"
+        for folder in (self._sessions, self._locks, self._audit, self._delegations):
             folder.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
         self._clock = clock
@@ -200,6 +221,85 @@ class FileCheckpointStorage:
         except FileNotFoundError:
             return []
         return [AuditRecord.model_validate_json(line) for line in lines if line.strip()]
+
+    # -- delegations ----------------------------------------------------------------------
+    def _delegation_path(self, delegator: str) -> Path:
+        return self._delegations / f"{_file_stem(delegator)}.json"
+
+    @staticmethod
+    def _read_delegation(path: Path) -> StoredDelegation | None:
+        """The stored delegation (ended or not), or None when there is no file."""
+        try:
+            return StoredDelegation.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def _live_delegation(self, delegator: str) -> StoredDelegation | None:
+        stored = self._read_delegation(self._delegation_path(delegator))
+        if stored is None or _epoch(stored.delegation.ends_at) <= self._clock():
+            return None
+        return stored
+
+    def _write_delegation(self, path: Path, stored: StoredDelegation) -> None:
+        """Replace the file atomically: write a temporary file, fsync it, rename it over the old one."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, stored.model_dump_json().encode("utf-8"))
+            if self._fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        if self._fsync:
+            _fsync_dir(path.parent)
+
+    def _save_delegation_sync(self, delegation: Delegation, expected_version: str | None) -> str:
+        delegator = delegation.delegator
+        path = self._delegation_path(delegator)
+        with self._locked(f"delegation:{delegator}"):
+            previous = self._read_delegation(path)
+            live = previous is not None and _epoch(previous.delegation.ends_at) > self._clock()
+            actual = previous.version if previous is not None and live else None
+            if actual != expected_version:
+                raise ConcurrencyError(delegator, expected_version, actual)
+            # an ended file keeps counting, so a version handed out before never matches again
+            version = str(int(previous.version) + 1) if previous is not None else "1"
+            self._write_delegation(path, StoredDelegation(delegation=delegation, version=version))
+        return version
+
+    def _delete_delegation_sync(self, delegator: str, expected_version: str | None) -> bool:
+        with self._locked(f"delegation:{delegator}"):
+            live = self._live_delegation(delegator)
+            if live is None:
+                return False
+            if expected_version is not None and live.version != expected_version:
+                raise ConcurrencyError(delegator, expected_version, live.version)
+            self._delegation_path(delegator).unlink(missing_ok=True)
+        return True
+
+    def _list_delegations_sync(self, delegate: str | None) -> list[Delegation]:
+        now = self._clock()
+        found: list[Delegation] = []
+        for path in self._delegations.glob("*.json"):
+            stored = self._read_delegation(path)
+            if stored is None or _epoch(stored.delegation.ends_at) <= now:
+                continue
+            if delegate is None or stored.delegation.delegate == delegate:
+                found.append(stored.delegation)
+        return sorted(found, key=lambda d: d.delegator)
+
+    async def load_delegation(self, delegator: str) -> StoredDelegation | None:
+        return self._live_delegation(delegator)
+
+    async def save_delegation(self, delegation: Delegation, *, expected_version: str | None) -> str:
+        return self._save_delegation_sync(delegation, expected_version)
+
+    async def delete_delegation(self, delegator: str, *, expected_version: str | None = None) -> bool:
+        return self._delete_delegation_sync(delegator, expected_version)
+
+    async def list_delegations(self, *, delegate: str | None = None) -> list[Delegation]:
+        return await asyncio.to_thread(self._list_delegations_sync, delegate)
 
     # -- the protocol ---------------------------------------------------------------------
     async def load(self, session_id: str) -> StoredCheckpoint | None:

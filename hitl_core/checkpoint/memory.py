@@ -6,6 +6,7 @@ cannot change what is stored — the same isolation a real database gives.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +23,16 @@ from .base import (
     page_inbox,
     page_sessions,
 )
-from .models import AuditRecord, Page, PendingRequestEntry, SessionSummary, StoredCheckpoint, WorkflowCheckpoint
+from .models import (
+    AuditRecord,
+    Delegation,
+    Page,
+    PendingRequestEntry,
+    SessionSummary,
+    StoredCheckpoint,
+    StoredDelegation,
+    WorkflowCheckpoint,
+)
 
 
 @dataclass
@@ -33,6 +43,18 @@ class _Row:
     expires_at: float | None
 
 
+@dataclass
+class _DelegationRow:
+    version: int
+    text: str  # the StoredDelegation as JSON
+    ends_at: float
+
+
+def _epoch(moment: dt.datetime) -> float:
+    """Seconds since the epoch (a naive value is taken to be UTC, as everywhere in storage)."""
+    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)).timestamp()
+
+
 class InMemoryCheckpointStorage:
     """A process-local store with the same semantics as the durable ones."""
 
@@ -40,6 +62,7 @@ class InMemoryCheckpointStorage:
                  clock: Clock = time.time) -> None:
         self._rows: dict[str, _Row] = {}
         self._audit: dict[str, list[str]] = {}
+        self._delegations: dict[str, _DelegationRow] = {}
         self._clock = clock
         self.max_document_bytes = max_document_bytes
 
@@ -107,6 +130,44 @@ class InMemoryCheckpointStorage:
 
     async def list_audit(self, session_id: str) -> list[AuditRecord]:
         return [AuditRecord.model_validate_json(t) for t in self._audit.get(session_id, [])]
+
+    # -- delegations ----------------------------------------------------------------------------
+    # One row per delegator. An ended row is kept until replaced (it reads as absent), and the
+    # delegation that replaces it continues its version counter, so an old version never matches.
+    def _live_delegation(self, delegator: str) -> _DelegationRow | None:
+        row = self._delegations.get(delegator)
+        return row if row is not None and row.ends_at > self._clock() else None
+
+    async def load_delegation(self, delegator: str) -> StoredDelegation | None:
+        row = self._live_delegation(delegator)
+        return StoredDelegation.model_validate_json(row.text) if row is not None else None
+
+    async def save_delegation(self, delegation: Delegation, *, expected_version: str | None) -> str:
+        delegator = delegation.delegator
+        live = self._live_delegation(delegator)
+        actual = str(live.version) if live is not None else None
+        if actual != expected_version:
+            raise ConcurrencyError(delegator, expected_version, actual)
+        previous = self._delegations.get(delegator)
+        version = previous.version + 1 if previous is not None else 1
+        text = StoredDelegation(delegation=delegation, version=str(version)).model_dump_json()
+        self._delegations[delegator] = _DelegationRow(version, text, _epoch(delegation.ends_at))
+        return str(version)
+
+    async def delete_delegation(self, delegator: str, *, expected_version: str | None = None) -> bool:
+        live = self._live_delegation(delegator)
+        if live is None:
+            return False
+        if expected_version is not None and str(live.version) != expected_version:
+            raise ConcurrencyError(delegator, expected_version, str(live.version))
+        del self._delegations[delegator]
+        return True
+
+    async def list_delegations(self, *, delegate: str | None = None) -> list[Delegation]:
+        now = self._clock()
+        found = [StoredDelegation.model_validate_json(row.text).delegation
+                 for _, row in sorted(self._delegations.items()) if row.ends_at > now]
+        return [d for d in found if delegate is None or d.delegate == delegate]
 
     async def close(self) -> None:
         return None

@@ -80,6 +80,8 @@ class Decision(_Model):
     request_executor_id: str | None = None
     #: Every vote, when the request resolved under a quorum policy (the deciding one last).
     votes: list[dict[str, Any]] = Field(default_factory=list)
+    #: When a delegate decided: the approver they acted for ("ron for amy": decided_by ron).
+    on_behalf_of: str | None = None
 
     def view(self) -> dict[str, Any]:
         """The JSON view given to a caller whose decision came too late."""
@@ -89,6 +91,7 @@ class Decision(_Model):
             "result": plain(self.result),
             "decided_by": self.decided_by,
             "decided_at": self.decided_at.isoformat(),
+            **({"on_behalf_of": self.on_behalf_of} if self.on_behalf_of else {}),
             **({"votes": self.votes} if self.votes else {}),
         }
 
@@ -171,6 +174,32 @@ class AuditRecord(_Model):
     hash: str | None = None
 
 
+class Delegation(_Model):
+    """A person's approvals handed to another person for a period (out of office).
+
+    While ``starts_at <= now < ends_at`` the delegate may act in the delegator's place; the
+    stored record expires at ``ends_at`` (TTL). A person has at most one delegation: setting a
+    new one replaces it. Both people are directory ids (lower-case).
+    """
+
+    delegator: str
+    delegate: str
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+    reason: str = ""
+    #: Who set it (the delegator, or an admin) and when.
+    set_by: str
+    set_at: dt.datetime = Field(default_factory=utcnow)
+
+    def active(self, now: dt.datetime) -> bool:
+        return self.starts_at <= now < self.ends_at
+
+
+class StoredDelegation(_Model):
+    """A loaded delegation and the version to pass back as ``expected_version``."""
+
+    delegation: Delegation
+    version: str
 
 
 class Page[T](BaseModel):

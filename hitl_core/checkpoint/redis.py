@@ -22,6 +22,12 @@ Keys (``P`` is ``key_prefix``, default ``"hitl:"``)::
     P idx:inbox            zset  score 0, member created_at \\0 sid \\0 call_id   the inbox
     P idx:inbox:wf:{w}     zset  the same, one workflow
     P idx:inbox:as:{a}     zset  the same, requests that list ``a`` among their approvers
+    P delegation:{d}       hash  doc, version, delegate   an out-of-office delegation of ``d``
+                                 (PEXPIREAT its ``ends_at``: Redis drops it when it ends)
+    P idx:delegations      zset  score 0, member delegator          list_delegations()
+    P idx:delegations:to:{x} zset  the same, delegations to ``x``     list_delegations(delegate=x)
+    P idx:delegations:delegate  hash  delegator -> delegate: which ``to:`` set lists a delegator
+                                 (no TTL, so the entry can be removed after the delegation expired)
 
 The version is a per-session counter kept in the hash (a hash rather than a plain string so
 the version, workflow and status can be compared and filtered inside scripts without parsing
@@ -44,6 +50,13 @@ script, to remove all of its index entries (lazy cleanup). :meth:`purge_expired`
 indexes to do the same eagerly. A listing script scans at most ``scan_budget`` index entries
 per call so one call can never block Redis for long; a page may then hold fewer than ``limit``
 items but still carries a continuation.
+
+Delegations follow the same pattern: one script compares the version and, atomically, rewrites
+the ``delegation:`` hash, sets its PEXPIREAT and moves the delegator between the ``to:`` sets,
+so listing one delegate's delegations is a ``ZRANGEBYLEX`` of one set (no SCAN), already in
+delegator order. A ``delegation:`` hash that expired leaves index entries behind; the listing
+script drops them (and the rest of that delegator's index entries) when it meets them. A
+delegation's version counts from 1 again once Redis has dropped the ended one, as a session's does.
 
 Cluster: the scripts touch keys derived from the data (not all passed in ``KEYS``), which a
 single Redis or an Azure Cache non-clustered tier accepts. On a Redis Cluster give every key
@@ -88,11 +101,13 @@ from .base import (
 )
 from .models import (
     AuditRecord,
+    Delegation,
     Page,
     PendingRequest,
     PendingRequestEntry,
     SessionSummary,
     StoredCheckpoint,
+    StoredDelegation,
     WorkflowCheckpoint,
 )
 
@@ -343,6 +358,71 @@ for i = 1, #out do reply[#reply + 1] = out[i] end
 return reply
 """
 
+# Delegations. Drop every index entry of a delegator (its ``delegate`` mapping says which ``to:`` set).
+_LUA_DELEGATION_HELPERS = r"""
+local function drop_delegation(prefix, delegator)
+  local map = prefix .. 'idx:delegations:delegate'
+  local to = redis.call('HGET', map, delegator)
+  if to then redis.call('ZREM', prefix .. 'idx:delegations:to:' .. to, delegator) end
+  redis.call('ZREM', prefix .. 'idx:delegations', delegator)
+  redis.call('HDEL', map, delegator)
+end
+"""
+
+# KEYS: delegation.  ARGV: prefix, delegator, mode ('create'|'update'), expected, doc, delegate, ends_at_ms
+# Returns {1, version} or {0, current version or ''}
+_DELEGATION_SAVE = _LUA_DELEGATION_HELPERS + r"""
+local prefix, delegator = ARGV[1], ARGV[2]
+local cur = redis.call('HGET', KEYS[1], 'version')
+if ARGV[3] == 'create' then
+  if cur then return {0, cur} end
+elseif cur ~= ARGV[4] then
+  return {0, cur or ''}
+end
+drop_delegation(prefix, delegator)
+local version = (tonumber(cur) or 0) + 1
+redis.call('HSET', KEYS[1], 'doc', ARGV[5], 'version', version, 'delegate', ARGV[6])
+redis.call('PEXPIREAT', KEYS[1], ARGV[7])
+if redis.call('EXISTS', KEYS[1]) == 1 then  -- an ends_at in the past deleted it at once
+  redis.call('ZADD', prefix .. 'idx:delegations', 0, delegator)
+  redis.call('ZADD', prefix .. 'idx:delegations:to:' .. ARGV[6], 0, delegator)
+  redis.call('HSET', prefix .. 'idx:delegations:delegate', delegator, ARGV[6])
+end
+return {1, version}
+"""
+
+# KEYS: delegation.  ARGV: prefix, delegator, check ('1'|'0'), expected
+# Returns {1, version} deleted, {0, ''} absent, {-1, version} version mismatch
+_DELEGATION_DELETE = _LUA_DELEGATION_HELPERS + r"""
+local cur = redis.call('HGET', KEYS[1], 'version')
+if cur and ARGV[3] == '1' and cur ~= ARGV[4] then return {-1, cur} end
+drop_delegation(ARGV[1], ARGV[2])
+if not cur then return {0, ''} end
+redis.call('DEL', KEYS[1])
+return {1, cur}
+"""
+
+# KEYS: the index to walk (every delegation, or one delegate's).
+# ARGV: prefix, start, budget, delegate filter flag, delegate
+# Returns {done, last delegator scanned, doc...}; entries of expired delegations are dropped.
+_DELEGATION_LIST = _LUA_DELEGATION_HELPERS + r"""
+local prefix, budget = ARGV[1], tonumber(ARGV[3])
+local by_delegate, delegate = ARGV[4] == '1', ARGV[5]
+local batch = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[2], '+', 'LIMIT', 0, budget)
+local reply = {#batch < budget and 1 or 0, batch[#batch] or ''}
+for _, delegator in ipairs(batch) do
+  local row = redis.call('HMGET', prefix .. 'delegation:' .. delegator, 'doc', 'delegate')
+  if not row[1] then
+    drop_delegation(prefix, delegator)
+  elseif by_delegate and row[2] ~= delegate then
+    redis.call('ZREM', KEYS[1], delegator)
+  else
+    reply[#reply + 1] = row[1]
+  end
+end
+return reply
+"""
+
 _UNESCAPE = re.compile("\x01([\x01\x02])")
 
 
@@ -458,6 +538,9 @@ class RedisCheckpointStorage:
         self._delete_script = client.register_script(_DELETE)
         self._inbox_script = client.register_script(_INBOX)
         self._sessions_script = client.register_script(_SESSIONS)
+        self._delegation_save_script = client.register_script(_DELEGATION_SAVE)
+        self._delegation_delete_script = client.register_script(_DELEGATION_DELETE)
+        self._delegation_list_script = client.register_script(_DELEGATION_LIST)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> RedisCheckpointStorage:
@@ -692,6 +775,57 @@ class RedisCheckpointStorage:
                     break
                 start = "(" + last
         return removed
+
+    # -- delegations --------------------------------------------------------------------------
+    def _delegation_key(self, delegator: str) -> str:
+        return f"{self.key_prefix}delegation:{delegator}"
+
+    async def load_delegation(self, delegator: str) -> StoredDelegation | None:
+        """One ``HMGET``; Redis itself dropped the hash if the delegation has ended."""
+        with self._translated("load_delegation"):
+            doc, version = await self._client.hmget(self._delegation_key(delegator), ["doc", "version"])
+        if doc is None or version is None:
+            return None
+        return StoredDelegation(delegation=Delegation.model_validate_json(doc), version=_text(version))
+
+    async def save_delegation(self, delegation: Delegation, *, expected_version: str | None) -> str:
+        """One script call: compare the version, write, PEXPIREAT ``ends_at``, move the index entries."""
+        delegator = delegation.delegator
+        ends = delegation.ends_at
+        ends = ends if ends.tzinfo is not None else ends.replace(tzinfo=dt.UTC)
+        args: list[str | int] = [
+            self.key_prefix, delegator, "create" if expected_version is None else "update", expected_version or "",
+            delegation.model_dump_json(), delegation.delegate, int(ends.timestamp() * 1000),
+        ]
+        with self._translated("save_delegation"):
+            ok, value = await self._delegation_save_script(keys=[self._delegation_key(delegator)], args=args)
+        if int(ok) != 1:
+            raise ConcurrencyError(delegator, expected_version, _text(value) or None)
+        return _text(value)
+
+    async def delete_delegation(self, delegator: str, *, expected_version: str | None = None) -> bool:
+        args = [self.key_prefix, delegator, *(["0", ""] if expected_version is None else ["1", expected_version])]
+        with self._translated("delete_delegation"):
+            ok, value = await self._delegation_delete_script(keys=[self._delegation_key(delegator)], args=args)
+        if int(ok) == -1:
+            raise ConcurrencyError(delegator, expected_version, _text(value))
+        return int(ok) == 1
+
+    async def list_delegations(self, *, delegate: str | None = None) -> list[Delegation]:
+        """A walk of one index in delegator order, ``scan_budget`` entries per script call."""
+        p = self.key_prefix
+        index = f"{p}idx:delegations" if delegate is None else f"{p}idx:delegations:to:{delegate}"
+        found: list[Delegation] = []
+        start = "-"
+        while True:
+            args: list[str | int] = [p, start, self.scan_budget, "0" if delegate is None else "1", delegate or ""]
+            with self._translated("list_delegations"):
+                reply = await self._delegation_list_script(keys=[index], args=args)
+            found.extend(Delegation.model_validate_json(doc) for doc in reply[2:])
+            last = _text(reply[1])
+            if int(reply[0]) == 1 or not last:
+                return found
+            start = "(" + last
 
     async def ping(self) -> None:
         """Raise :class:`StorageUnavailableError` unless Redis answers (for health checks)."""

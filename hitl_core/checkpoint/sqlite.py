@@ -8,12 +8,15 @@ can lose the last commits. Pass ``synchronous="FULL"`` to fsync every commit.
 
 Tables: ``sessions`` (one row per session: the checkpoint document and its version),
 ``requests`` (one row per pending request, rewritten with the session in the same
-transaction: the inbox index) and ``audit`` (append-only, outlives the session's TTL).
+transaction: the inbox index), ``audit`` (append-only, outlives the session's TTL) and
+``delegations`` (one row per delegator: the out-of-office delegation, its version and ``ends_at``,
+indexed by delegate; an ended row reads as absent and is removed by :meth:`purge_expired`).
 Every statement is parameterised.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 import time
@@ -35,11 +38,13 @@ from .base import (
 )
 from .models import (
     AuditRecord,
+    Delegation,
     Page,
     PendingRequest,
     PendingRequestEntry,
     SessionSummary,
     StoredCheckpoint,
+    StoredDelegation,
     WorkflowCheckpoint,
 )
 
@@ -71,9 +76,22 @@ CREATE TABLE IF NOT EXISTS audit (
     doc        TEXT NOT NULL,
     PRIMARY KEY (session_id, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS delegations (
+    delegator TEXT PRIMARY KEY,
+    delegate  TEXT NOT NULL,
+    ends_at   REAL NOT NULL,
+    version   INTEGER NOT NULL,
+    doc       TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS delegations_by_delegate ON delegations(delegate, delegator);
 """
 
 _PURGE_EVERY = 500
+
+
+def _epoch(moment: dt.datetime) -> float:
+    """Seconds since the epoch (a naive value is taken to be UTC, as everywhere in storage)."""
+    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)).timestamp()
 
 
 class SqliteCheckpointStorage:
@@ -179,7 +197,10 @@ class SqliteCheckpointStorage:
         return str(new_version)
 
     def purge_expired(self) -> int:
-        """Delete sessions whose TTL has passed (their audit records stay)."""
+        """Delete sessions whose TTL has passed (their audit records stay) and ended delegations.
+
+        Returns the number of sessions deleted.
+        """
         now = self._now()
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -188,6 +209,7 @@ class SqliteCheckpointStorage:
                 "SELECT session_id FROM sessions WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))]
             db.executemany("DELETE FROM requests WHERE session_id = ?", [(s,) for s in expired])
             db.executemany("DELETE FROM sessions WHERE session_id = ?", [(s,) for s in expired])
+            db.execute("DELETE FROM delegations WHERE ends_at <= ?", (now,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -271,6 +293,75 @@ class SqliteCheckpointStorage:
     async def list_audit(self, session_id: str) -> list[AuditRecord]:
         rows = self._db.execute("SELECT doc FROM audit WHERE session_id = ? ORDER BY seq", (session_id,)).fetchall()
         return [AuditRecord.model_validate_json(r[0]) for r in rows]
+
+    # -- delegations ----------------------------------------------------------------------------
+    async def load_delegation(self, delegator: str) -> StoredDelegation | None:
+        row = self._db.execute("SELECT version, doc FROM delegations WHERE delegator = ? AND ends_at > ?",
+                               (delegator, self._now())).fetchone()
+        if row is None:
+            return None
+        return StoredDelegation(delegation=Delegation.model_validate_json(row[1]), version=str(row[0]))
+
+    async def save_delegation(self, delegation: Delegation, *, expected_version: str | None) -> str:
+        """Compare and write in one ``BEGIN IMMEDIATE`` transaction (writers on the file queue up).
+
+        An ended row counts as absent, but the delegation replacing it continues its version
+        counter, so a version handed out for the ended one can never match again.
+        """
+        delegator = delegation.delegator
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StorageUnavailableError(f"sqlite is busy: {exc}", retry_after=1) from exc
+        try:
+            row = db.execute("SELECT version, ends_at > ? FROM delegations WHERE delegator = ?",
+                             (self._now(), delegator)).fetchone()
+            actual = str(row[0]) if row is not None and row[1] else None
+            if actual != expected_version:
+                raise ConcurrencyError(delegator, expected_version, actual)
+            version = row[0] + 1 if row is not None else 1
+            db.execute(
+                "INSERT INTO delegations(delegator, delegate, ends_at, version, doc) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(delegator) DO UPDATE SET delegate = excluded.delegate, ends_at = excluded.ends_at,"
+                " version = excluded.version, doc = excluded.doc",
+                (delegator, delegation.delegate, _epoch(delegation.ends_at), version, delegation.model_dump_json()),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return str(version)
+
+    async def delete_delegation(self, delegator: str, *, expected_version: str | None = None) -> bool:
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StorageUnavailableError(f"sqlite is busy: {exc}", retry_after=1) from exc
+        try:
+            row = db.execute("SELECT version FROM delegations WHERE delegator = ? AND ends_at > ?",
+                             (delegator, self._now())).fetchone()
+            if row is not None and expected_version is not None and str(row[0]) != expected_version:
+                raise ConcurrencyError(delegator, expected_version, str(row[0]))
+            if row is not None:
+                db.execute("DELETE FROM delegations WHERE delegator = ?", (delegator,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return row is not None
+
+    async def list_delegations(self, *, delegate: str | None = None) -> list[Delegation]:
+        """Live delegations by delegator; for one delegate, a walk of ``delegations_by_delegate``."""
+        if delegate is None:
+            rows = self._db.execute("SELECT doc FROM delegations WHERE ends_at > ? ORDER BY delegator",
+                                    (self._now(),)).fetchall()
+        else:
+            rows = self._db.execute(
+                "SELECT doc FROM delegations WHERE delegate = ? AND ends_at > ? ORDER BY delegator",
+                (delegate, self._now())).fetchall()
+        return [Delegation.model_validate_json(r[0]) for r in rows]
 
     async def close(self) -> None:
         self._db.close()

@@ -2,7 +2,9 @@
 
 Why a shared suite: the service is written against the protocol, not a backend, so each
 backend must give the same answers for the same calls — create-only writes, version
-conflicts, TTLs, the inbox's order and paging, audit atomicity, the size guard. Writing those
+conflicts, TTLs, the inbox's order and paging, audit atomicity, the size guard, the votes and
+claims of approval policies, and out-of-office delegations (:class:`DelegationStorage`: their
+conditional writes, listing by delegate, expiry at ``ends_at``). Writing those
 expectations once and running them against every backend is what keeps a new backend (Redis,
 Cosmos DB, ...) honest.
 
@@ -24,20 +26,29 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from ..checkpoint.base import MAX_INBOX_ASSIGNEES, CheckpointStorage, InvalidContinuationError, encode_token
+from ..checkpoint.base import (
+    MAX_INBOX_ASSIGNEES,
+    CheckpointStorage,
+    DelegationStorage,
+    InvalidContinuationError,
+    encode_token,
+)
 from ..checkpoint.models import (
     AuditRecord,
     Decision,
+    Delegation,
     Page,
     PendingRequest,
     PendingRequestEntry,
     SessionSummary,
     StoredCheckpoint,
+    StoredDelegation,
     WorkflowCheckpoint,
 )
 from ..errors import CheckpointTooLargeError, ConcurrencyError, StorageError
@@ -52,6 +63,7 @@ __all__ = [
     "check_id",
     "make_audit",
     "make_checkpoint",
+    "make_delegation",
     "make_request",
     "run_conformance",
 ]
@@ -197,6 +209,37 @@ def make_audit(session_id: str, seq: int, action: str = "decided", **fields: Any
                        prev_hash=None if seq == 1 else f"h{seq - 1}", hash=f"h{seq}", **fields)
 
 
+def make_delegation(delegator: str, delegate: str, *, now: dt.datetime, ends_in: float = 86_400,
+                    **fields: Any) -> Delegation:
+    """A delegation that started an hour before ``now`` and ends ``ends_in`` seconds after it."""
+    values: dict[str, Any] = {"starts_at": now - dt.timedelta(hours=1), "ends_at": now + dt.timedelta(seconds=ends_in),
+                              "reason": f"{delegator} is out of office", "set_by": delegator, "set_at": now, **fields}
+    return Delegation(delegator=delegator, delegate=delegate, **values)
+
+
+def backend_now(backend: Backend) -> dt.datetime:
+    """Now as the storage sees it: its manual clock, else the real time (Redis expires on its own clock)."""
+    seconds = backend.clock() if backend.clock is not None else time.time()
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)
+
+
+def _delegations(storage: object) -> DelegationStorage:
+    expect(isinstance(storage, DelegationStorage), f"{type(storage).__name__} does not implement DelegationStorage")
+    assert isinstance(storage, DelegationStorage)
+    return storage
+
+
+async def _must_load_delegation(storage: DelegationStorage, delegator: str, what: str) -> StoredDelegation:
+    stored = await storage.load_delegation(delegator)
+    expect(stored is not None, f"{what}: load_delegation({delegator!r}) returned None")
+    assert stored is not None
+    return stored
+
+
+async def _delegators(storage: DelegationStorage, delegate: str | None = None) -> list[str]:
+    return [d.delegator for d in await storage.list_delegations(delegate=delegate)]
+
+
 async def _must_load(storage: CheckpointStorage, session_id: str, what: str) -> StoredCheckpoint:
     stored = await storage.load(session_id)
     expect(stored is not None, f"{what}: load({session_id!r}) returned None")
@@ -270,6 +313,11 @@ async def check_protocol_surface(backend: Backend) -> None:
     expect(empty.items == [] and empty.continuation is None, f"an empty store lists sessions: {empty!r}")
     inbox = await storage.list_pending_requests()
     expect(inbox.items == [] and inbox.continuation is None, f"an empty store has an inbox: {inbox!r}")
+    delegations = _delegations(storage)
+    expect(await delegations.load_delegation("never-delegated") is None,
+           "load_delegation of a person who never delegated must return None")
+    expect(await delegations.list_delegations() == [], "an empty store lists delegations")
+    expect(await delegations.list_delegations(delegate="anyone") == [], "an empty store lists delegations to anyone")
 
 
 @check
@@ -931,3 +979,350 @@ async def check_concurrent_writers(backend: Backend) -> None:
     finally:
         for extra in writers[1:]:
             await extra.close()
+
+
+# -- approval policies: votes and claims on pending requests ---------------------------------------
+def _vote(voter: str, approve: bool, second: int, **extra: Any) -> dict[str, Any]:
+    return {"voter": voter, "approve": approve, "result": {"approved": approve, "comment": f"{voter} ✓"},
+            "at": (T0 + dt.timedelta(seconds=second, microseconds=123456)).isoformat(), "via": "api", **extra}
+
+
+def _policy_request(call_id: str = "vote-1", **fields: Any) -> PendingRequest:
+    approval = {"quorum": 2, "veto": True, "voters": ["user:amy", "user:bob", "role:finance"],
+                "exact": {"big": 2**63 + 1, "ratio": 0.1, "none": None}}
+    return make_request(call_id, approvers=["user:amy", "user:bob", "role:finance"]).model_copy(
+        update={"approval": approval, "subject": "user:eve", "resolved": True, **fields})
+
+
+@check
+async def check_approval_fields_round_trip(backend: Backend) -> None:
+    """A pending request's approval policy, votes and claim come back exactly, from load and the inbox."""
+    storage = backend.storage
+    india = dt.timezone(dt.timedelta(hours=5, minutes=30))
+    request = _policy_request(
+        votes=[_vote("user:amy", True, 1), _vote("user:bob", False, 2, via="link", on_behalf_of="user:cy")],
+        claimed_by="user:amy", claimed_until=dt.datetime(2030, 1, 2, 9, 0, 0, 500000, tzinfo=india))
+    decision = Decision(call_id="vote-0", request_type="tests.ApprovalRequest", result={"approved": True},
+                        decided_by="user:ron", via="api", decided_at=T0, applied=True,
+                        votes=[_vote("user:amy", True, 0), _vote("user:ron", True, 1)], on_behalf_of="user:amy")
+    original = make_checkpoint("policy", requests=[request], decisions=[decision])
+    v1 = await storage.save(original, expected_version=None)
+    stored = await _must_load(storage, "policy", "approval fields")
+    expect(stored.checkpoint == original, f"votes/claim/approval did not round-trip:\n{stored.checkpoint!r}")
+    expect(stored.checkpoint.model_dump_json() == original.model_dump_json(), "the approval fields' JSON changed")
+    loaded = stored.checkpoint.pending_requests[0]
+    expect(loaded.claimed_until is not None and loaded.claimed_until.utcoffset() == dt.timedelta(hours=5, minutes=30),
+           f"the claim's UTC offset must be kept, got {loaded.claimed_until!r}")
+    expect(loaded.approval is not None and loaded.approval["exact"]["big"] == 2**63 + 1,
+           f"integers in the approval policy must survive exactly: {loaded.approval!r}")
+    for filters in ({}, {"assignee": "role:finance"}, {"assignees": ["user:bob", "user:zed"]}):
+        entries = (await storage.list_pending_requests(**filters)).items
+        expect([e.request for e in entries] == [request],
+               f"the inbox {filters} must carry the votes and the claim: {[e.request for e in entries]!r}")
+    # the claim ends, one more vote: the next save replaces both exactly
+    moved = request.model_copy(update={"claimed_by": None, "claimed_until": None,
+                                       "votes": [*request.votes, _vote("role:finance", True, 3)]})
+    v2 = await storage.save(make_checkpoint("policy", requests=[moved]), expected_version=v1)
+    stored = await _must_load(storage, "policy", "after the claim ended")
+    expect(stored.version == v2 and stored.checkpoint.pending_requests == [moved],
+           f"a released claim or a new vote was lost: {stored.checkpoint.pending_requests!r}")
+    expect((await storage.list_pending_requests()).items[0].request == moved, "the inbox kept the old claim/votes")
+
+
+@check
+async def check_stale_vote_and_claim_conflict(backend: Backend) -> None:
+    """Two writers from the same version: the second vote (or claim) written is a ConcurrencyError."""
+    storage = backend.storage
+    v1 = await storage.save(make_checkpoint("ballot", requests=[_policy_request()]), expected_version=None)
+    first = await _must_load(storage, "ballot", "first voter's read")
+    second = await _must_load(storage, "ballot", "second voter's read")
+    expect(first.version == second.version == v1, "two reads of an unchanged session disagree on its version")
+    first.checkpoint.pending_requests[0].votes.append(_vote("user:amy", True, 1))
+    v2 = await storage.save(first.checkpoint, expected_version=first.version)
+    second.checkpoint.pending_requests[0].votes.append(_vote("user:bob", False, 2))
+    err = await expect_raises(ConcurrencyError, storage.save(second.checkpoint, expected_version=second.version),
+                              "a vote written from a superseded version")
+    expect(err.expected == v1 and err.actual == v2, f"the stale vote's conflict carries ({err.expected!r}, "
+                                                    f"{err.actual!r}), expected ({v1!r}, {v2!r})")
+    stored = await _must_load(storage, "ballot", "after the stale vote")
+    expect([v["voter"] for v in stored.checkpoint.pending_requests[0].votes] == ["user:amy"],
+           f"the stale vote overwrote the first one: {stored.checkpoint.pending_requests[0].votes}")
+    # the loser reloads and votes again: both votes, in order
+    stored.checkpoint.pending_requests[0].votes.append(_vote("user:bob", False, 2))
+    v3 = await storage.save(stored.checkpoint, expected_version=stored.version)
+    stored = await _must_load(storage, "ballot", "after the retried vote")
+    expect(stored.version == v3 and [v["voter"] for v in stored.checkpoint.pending_requests[0].votes]
+           == ["user:amy", "user:bob"], f"votes after a retry: {stored.checkpoint.pending_requests[0].votes}")
+    # two claims from the same version: the first holds, the second conflicts
+    amy = await _must_load(storage, "ballot", "amy's claim read")
+    bob = await _must_load(storage, "ballot", "bob's claim read")
+    until = T0 + dt.timedelta(minutes=15)
+    amy.checkpoint.pending_requests[0].claimed_by, amy.checkpoint.pending_requests[0].claimed_until = "user:amy", until
+    bob.checkpoint.pending_requests[0].claimed_by, bob.checkpoint.pending_requests[0].claimed_until = "user:bob", until
+    v4 = await storage.save(amy.checkpoint, expected_version=amy.version)
+    err = await expect_raises(ConcurrencyError, storage.save(bob.checkpoint, expected_version=bob.version),
+                              "a claim written from a superseded version")
+    expect(err.expected == v3 and err.actual == v4, f"the stale claim's conflict carries ({err.expected!r}, "
+                                                    f"{err.actual!r})")
+    claimed = (await _must_load(storage, "ballot", "after the claims")).checkpoint.pending_requests[0]
+    expect((claimed.claimed_by, claimed.claimed_until) == ("user:amy", until) and len(claimed.votes) == 2,
+           f"the stale claim changed the request: {claimed!r}")
+
+
+# -- delegations (out of office) -------------------------------------------------------------------
+@check
+async def check_delegation_round_trip(backend: Backend) -> None:
+    """A delegation comes back as saved (offsets, microseconds, any text), with the version save returned."""
+    storage = _delegations(backend.storage)
+    now = backend_now(backend)
+    india = dt.timezone(dt.timedelta(hours=5, minutes=30))
+    original = Delegation(
+        delegator="amy", delegate="ron", starts_at=(now - dt.timedelta(hours=2)).replace(microsecond=123456),
+        ends_at=(now + dt.timedelta(days=3)).astimezone(india).replace(microsecond=654321),
+        reason='Vacances d\'été ✈ "quoted"\nline 2 \u2028 😀', set_by="admin:root",
+        set_at=(now - dt.timedelta(minutes=1)).replace(microsecond=1))
+    version = await storage.save_delegation(original, expected_version=None)
+    expect(isinstance(version, str) and version != "", f"save_delegation must return a version string, got {version!r}")
+    stored = await _must_load_delegation(storage, "amy", "round trip")
+    expect(stored.version == version, f"load_delegation returned version {stored.version!r}, save {version!r}")
+    expect(stored.delegation == original, f"round trip changed the delegation:\n{stored.delegation!r}")
+    expect(stored.delegation.model_dump_json() == original.model_dump_json(), "round trip changed the JSON form")
+    expect(stored.delegation.ends_at.utcoffset() == dt.timedelta(hours=5, minutes=30),
+           f"the UTC offset must be kept, got {stored.delegation.ends_at.isoformat()}")
+    expect(await storage.list_delegations() == [original], "the delegation is not listed as saved")
+    expect(await storage.list_delegations(delegate="ron") == [original], "the delegation is not listed for ron")
+    expect(await storage.load_delegation("ron") is None, "the delegate has no delegation of their own")
+    original.reason = "changed after saving"
+    again = await _must_load_delegation(storage, "amy", "isolation")
+    expect(again.delegation.reason.startswith("Vacances"), "mutating the saved object changed the stored delegation")
+
+
+@check
+async def check_delegation_create_only(backend: Backend) -> None:
+    """expected_version=None creates; while a delegation lasts it is a conflict and writes nothing."""
+    storage = _delegations(backend.storage)
+    now = backend_now(backend)
+    first = make_delegation("amy", "ron", now=now)
+    v1 = await storage.save_delegation(first, expected_version=None)
+    err = await expect_raises(ConcurrencyError, storage.save_delegation(
+        make_delegation("amy", "sam", now=now), expected_version=None), "a second create of amy's delegation")
+    expect(err.expected is None and err.actual == v1,
+           f"ConcurrencyError must carry expected=None, actual={v1!r}; got {err.expected!r}, {err.actual!r}")
+    stored = await _must_load_delegation(storage, "amy", "after the refused create")
+    expect(stored.version == v1 and stored.delegation == first, "a refused create overwrote the delegation")
+    expect(await _delegators(storage, "sam") == [], "a refused create is listed under its delegate")
+    expect(await _delegators(storage, "ron") == ["amy"], "a refused create unlisted the stored delegation")
+
+
+@check
+async def check_delegation_versions(backend: Backend) -> None:
+    """Only the current version replaces a delegation; the error names expected and actual versions."""
+    storage = _delegations(backend.storage)
+    now = backend_now(backend)
+    v1 = await storage.save_delegation(make_delegation("amy", "ron", now=now), expected_version=None)
+    second = make_delegation("amy", "sam", now=now, reason="longer trip", ends_in=2 * 86_400)
+    v2 = await storage.save_delegation(second, expected_version=v1)
+    expect(v2 != v1, f"a replace must yield a new version, got {v2!r} twice")
+    stored = await _must_load_delegation(storage, "amy", "after the replace")
+    expect(stored.version == v2 and stored.delegation == second, "the replace did not store the new delegation")
+    for wrong in (v1, "not-a-version", v2 + "0", ""):
+        err = await expect_raises(ConcurrencyError, storage.save_delegation(
+            make_delegation("amy", "zed", now=now), expected_version=wrong), f"save_delegation with version {wrong!r}")
+        expect(err.expected == wrong and err.actual == v2,
+               f"expected=({wrong!r}, {v2!r}), got ({err.expected!r}, {err.actual!r})")
+    stored = await _must_load_delegation(storage, "amy", "after the conflicts")
+    expect(stored.version == v2 and stored.delegation == second, "a conflicting save changed the delegation")
+    err = await expect_raises(ConcurrencyError, storage.save_delegation(
+        make_delegation("nobody", "ron", now=now), expected_version=v1), "update of a delegation that does not exist")
+    expect(err.actual is None, f"conflict on a missing delegation must say actual=None, got {err.actual!r}")
+    expect(await storage.load_delegation("nobody") is None, "an update of a missing delegation created it")
+    third = make_delegation("amy", "tia", now=now)
+    v3 = await storage.save_delegation(third, expected_version=v2)
+    expect(len({v1, v2, v3}) == 3, f"versions repeat: {[v1, v2, v3]}")
+    expect((await _must_load_delegation(storage, "amy", "third")).version == v3, "load does not report the new version")
+    for delegate, want in (("ron", []), ("sam", []), ("tia", ["amy"]), ("zed", [])):
+        got = await _delegators(storage, delegate)
+        expect(got == want, f"after replaces, delegations to {delegate} list {got}, expected {want}")
+
+
+@check
+async def check_delegation_delete(backend: Backend) -> None:
+    """delete_delegation ends it now, honours expected_version, and is False when there is none."""
+    storage = _delegations(backend.storage)
+    now = backend_now(backend)
+    expect(await storage.delete_delegation("nobody") is False, "delete of a missing delegation must return False")
+    expect(await storage.delete_delegation("nobody", expected_version="1") is False,
+           "delete of a missing delegation with a version must return False")
+    v1 = await storage.save_delegation(make_delegation("amy", "ron", now=now), expected_version=None)
+    v2 = await storage.save_delegation(make_delegation("amy", "sam", now=now), expected_version=v1)
+    bob = make_delegation("bob", "sam", now=now)
+    await storage.save_delegation(bob, expected_version=None)
+    err = await expect_raises(ConcurrencyError, storage.delete_delegation("amy", expected_version=v1),
+                              "delete_delegation with a stale version")
+    expect(err.expected == v1 and err.actual == v2, f"delete conflict carries ({err.expected!r}, {err.actual!r})")
+    expect((await _must_load_delegation(storage, "amy", "after the refused delete")).version == v2,
+           "a refused delete removed the delegation")
+    expect(await storage.delete_delegation("amy", expected_version=v2) is True, "delete with the current version")
+    expect(await storage.load_delegation("amy") is None, "a deleted delegation still loads")
+    expect(await storage.list_delegations() == [bob], "a deleted delegation is still listed")
+    expect(await _delegators(storage, "sam") == ["bob"], "a deleted delegation is still listed for its delegate")
+    expect(await storage.delete_delegation("amy") is False, "a second delete must return False")
+    expect(await storage.delete_delegation("bob") is True, "delete without expected_version must succeed")
+    expect(await storage.list_delegations() == [], "unconditional delete left a delegation listed")
+    again = make_delegation("amy", "ron", now=now, reason="back again")
+    v_new = await storage.save_delegation(again, expected_version=None)
+    stored = await _must_load_delegation(storage, "amy", "re-created after delete")
+    expect(stored.version == v_new and stored.delegation == again, "re-creating a deleted delegation failed")
+
+
+@check
+async def check_delegation_listing(backend: Backend) -> None:
+    """list_delegations orders by delegator, filters by delegate, lists ones that start later too."""
+    storage = _delegations(backend.storage)
+    now = backend_now(backend)
+    plan = [("dan", "ron"), ("amy", "ron"), ("cy", "sam"), ("bob", "ron"), ("eve", "sam"), ("fay", "tia")]
+    saved = {a: make_delegation(a, b, now=now) for a, b in plan}
+    saved["gus"] = make_delegation("gus", "ron", now=now, starts_at=now + dt.timedelta(days=1),
+                                   ends_at=now + dt.timedelta(days=8))  # not started yet: listed all the same
+    for delegation in saved.values():
+        await storage.save_delegation(delegation, expected_version=None)
+    everything = await storage.list_delegations()
+    expect(everything == [saved[a] for a in sorted(saved)],
+           f"delegations must be ordered by delegator and complete: {[d.delegator for d in everything]}")
+    cases = [("ron", ["amy", "bob", "dan", "gus"]), ("sam", ["cy", "eve"]), ("tia", ["fay"]), ("amy", []),
+             ("ro", []), ("", [])]
+    for delegate, want in cases:
+        got = await storage.list_delegations(delegate=delegate)
+        expect(got == [saved[a] for a in want],
+               f"list_delegations(delegate={delegate!r}) -> {[d.delegator for d in got]}, expected {want}")
+
+
+@check
+async def check_delegation_ended_never_returned(backend: Backend) -> None:
+    """A delegation whose ends_at has passed is never loaded or listed, and counts as absent when creating."""
+    storage = _delegations(backend.storage)
+    now = backend_now(backend)
+    kept = make_delegation("bob", "ron", now=now)
+    await storage.save_delegation(kept, expected_version=None)
+    ended = make_delegation("amy", "ron", now=now, starts_at=now - dt.timedelta(days=3),
+                            ends_at=now - dt.timedelta(seconds=5))
+    v_ended = await storage.save_delegation(ended, expected_version=None)
+    expect(isinstance(v_ended, str) and v_ended != "", "saving an ended delegation must still return a version")
+    expect(await storage.load_delegation("amy") is None, "an ended delegation loads")
+    expect(await storage.list_delegations() == [kept], "an ended delegation is listed")
+    expect(await _delegators(storage, "ron") == ["bob"], "an ended delegation is listed for its delegate")
+    expect(await storage.delete_delegation("amy") is False, "delete of an ended delegation must return False")
+    err = await expect_raises(ConcurrencyError, storage.save_delegation(
+        make_delegation("amy", "sam", now=now), expected_version=v_ended), "update of an ended delegation")
+    expect(err.actual is None, f"an ended delegation's actual version must be None, got {err.actual!r}")
+    fresh = make_delegation("amy", "sam", now=now)
+    v_fresh = await storage.save_delegation(fresh, expected_version=None)
+    stored = await _must_load_delegation(storage, "amy", "created over an ended delegation")
+    expect(stored.version == v_fresh and stored.delegation == fresh, "creating over an ended delegation failed")
+    expect(await _delegators(storage, "sam") == ["amy"] and await _delegators(storage, "ron") == ["bob"],
+           "delegations listed by delegate after re-creating over an ended one")
+    if backend.clock is not None:  # ends_at exactly now has ended (the period is [starts_at, ends_at))
+        await storage.save_delegation(make_delegation("cy", "ron", now=now, ends_in=0), expected_version=None)
+        expect(await storage.load_delegation("cy") is None, "a delegation ending exactly now loads")
+        expect(await _delegators(storage) == ["amy", "bob"], "a delegation ending exactly now is listed")
+
+
+@check
+async def check_delegation_expiry(backend: Backend) -> None:
+    """A delegation disappears when its ends_at passes: from load, listings and conditional writes."""
+    storage = _delegations(backend.storage)
+    if not backend.can_expire:
+        return
+    now = backend_now(backend)
+    short = make_delegation("amy", "ron", now=now, ends_in=1)
+    long = make_delegation("bob", "ron", now=now)
+    v_short = await storage.save_delegation(short, expected_version=None)
+    await storage.save_delegation(long, expected_version=None)
+    await backend.advance(0.5)
+    expect(await storage.load_delegation("amy") is not None, "a delegation ended before its ends_at")
+    expect(await _delegators(storage, "ron") == ["amy", "bob"], "a live delegation is not listed")
+    await backend.advance(0.7)
+    expect(await storage.load_delegation("amy") is None, "a delegation outlived its ends_at")
+    expect(await storage.list_delegations() == [long], "an expired delegation is still listed")
+    expect(await storage.list_delegations(delegate="ron") == [long], "an expired delegation is listed for ron")
+    expect(await storage.delete_delegation("amy") is False, "delete of an expired delegation must return False")
+    err = await expect_raises(ConcurrencyError, storage.save_delegation(short, expected_version=v_short),
+                              "update of an expired delegation")
+    expect(err.actual is None, f"an expired delegation's actual version must be None, got {err.actual!r}")
+    renewed = make_delegation("amy", "sam", now=backend_now(backend))
+    await storage.save_delegation(renewed, expected_version=None)
+    expect(await storage.list_delegations() == [renewed, long], "a delegation re-created after expiry is not listed")
+    expect(await _delegators(storage, "sam") == ["amy"] and await _delegators(storage, "ron") == ["bob"],
+           "delegations by delegate after re-creating an expired one")
+
+
+@check
+async def check_delegation_concurrent_writers(backend: Backend) -> None:
+    """N concurrent create-only saves of one delegation: exactly one wins; the same for N replaces."""
+    storage = _delegations(backend.storage)
+    n = backend.concurrent_writers
+    extras: list[CheckpointStorage] = []
+    if backend.second_storage is not None:
+        extras.append(await backend.second_storage())
+    writers: list[DelegationStorage] = [storage, *(_delegations(e) for e in extras)]
+    now = backend_now(backend)
+    try:
+        async def attempt(i: int, expected: str | None, round_: int) -> str | BaseException:
+            target = writers[i % len(writers)]
+            try:
+                return await target.save_delegation(make_delegation("amy", f"r{round_}-d{i}", now=now),
+                                                    expected_version=expected)
+            except ConcurrencyError as exc:
+                return exc
+
+        expected: str | None = None
+        for round_ in (1, 2):
+            results = await asyncio.gather(*(attempt(i, expected, round_) for i in range(n)))
+            wins = [(i, r) for i, r in enumerate(results) if isinstance(r, str)]
+            losses = [r for r in results if isinstance(r, ConcurrencyError)]
+            expect(len(wins) == 1, f"round {round_}: {len(wins)} of {n} concurrent saves won, expected exactly 1")
+            expect(len(losses) == n - 1, f"round {round_}: {len(losses)} ConcurrencyErrors, expected {n - 1}")
+            winner, version = wins[0]
+            expect(all(e.expected == expected and e.actual == version for e in losses),
+                   f"round {round_}: losers must see expected={expected!r}, actual={version!r}: "
+                   f"{sorted({(e.expected, e.actual) for e in losses}, key=str)}")
+            stored = await _must_load_delegation(storage, "amy", f"after round {round_}")
+            expect(stored.version == version and stored.delegation.delegate == f"r{round_}-d{winner}",
+                   f"round {round_}: the stored delegation is not the winner's")
+            expect(await _delegators(storage, f"r{round_}-d{winner}") == ["amy"],
+                   f"round {round_}: the winner's delegate does not list it")
+            for loser in [i for i in range(n) if i != winner][:3]:
+                expect(await _delegators(storage, f"r{round_}-d{loser}") == [],
+                       f"round {round_}: a losing writer's delegate lists the delegation")
+            expected = version
+        expect([d.delegate for d in await storage.list_delegations()] == [stored.delegation.delegate],
+               "after the races, exactly the last winner is listed")
+    finally:
+        for extra in extras:
+            await extra.close()
+
+
+@check
+async def check_delegation_unicode(backend: Backend) -> None:
+    """Delegator and delegate ids may hold any Unicode and punctuation, and any length."""
+    storage = _delegations(backend.storage)
+    now = backend_now(backend)
+    ids = ["ünïcödé-😀", 'quote"s\'and\\back/slash', "space and\ttab", "日本語/委任", "a|b:c%2F..",
+           "../../etc/passwd", "é" * 150 + "-long", "\u202eright-to-left", "emoji-👩🏽‍💻", "x" * 300, "..",
+           "~delegations", "delegation:amy", "role:finance#1?"]
+    delegates = ["délégué/😀", "reviewer@例え.jp", 'q"uote']
+    saved = {d: make_delegation(d, delegates[n % 3], now=now, reason=f"für {d}") for n, d in enumerate(ids)}
+    versions = {d: await storage.save_delegation(x, expected_version=None) for d, x in saved.items()}
+    for d, x in saved.items():
+        stored = await _must_load_delegation(storage, d, f"unicode delegator {d!r}")
+        expect(stored.delegation == x and stored.version == versions[d], f"the delegation of {d!r} did not round-trip")
+    expect(await _delegators(storage) == sorted(ids), f"unicode delegators listed as {await _delegators(storage)}")
+    for n, delegate in enumerate(delegates):
+        want = sorted(ids[n::3])
+        got = await storage.list_delegations(delegate=delegate)
+        expect(got == [saved[d] for d in want], f"delegations to {delegate!r}: {[d.delegator for d in got]}")
+    expect(await storage.delete_delegation(ids[1], expected_version=versions[ids[1]]) is True,
+           "delete of a unicode delegator failed")
+    expect(await storage.load_delegation(ids[1]) is None and await storage.load_delegation(ids[0]) is not None,
+           "delete of one unicode delegator affected another")
+    expect(await _delegators(storage) == sorted(i for i in ids if i != ids[1]), "a deleted unicode delegator is listed")

@@ -132,6 +132,9 @@ resource sessionsContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/c
           {
             path: '/assignees/[]/?'
           }
+          {
+            path: '/delegate/?'
+          }
         ]
         excludedPaths: [
           {
