@@ -20,7 +20,7 @@ module is imported. Only variables the user has not set are filled in:
 ``HITL_SMTP_STARTTLS``              ``false``
 ``HITL_PUBLIC_BASE_URL``            ``http://127.0.0.1:{port}``
 ``HITL_AUTH_MODE``                  ``dev`` (caller from the ``X-HITL-User`` header)
-``HITL_DIRECTORY`` / ``_FILE``      ``file`` / ``devhost/demo-directory.json`` (ten demo people with e-mails,
+``HITL_DIRECTORY`` / ``_FILE``      ``file`` / ``devhost/demo-directory.json`` (twelve demo people with e-mails,
                                     roles and managers; every shipped workflow's requests reach them)
 ``HITL_NOTIFY_DEFAULT_RECIPIENTS``  ``reviewers@hitl.localhost`` (so requests without e-mail approvers
                                     still show up in the local mailbox)

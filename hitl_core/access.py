@@ -17,7 +17,10 @@ decide a request                an approver of that request (a named user, or a 
                                 request's subject; never the initiator when the workflow asks for
                                 separation of duties
 cancel a session                its initiator, or the ``admins`` role
-the inbox                       the requests the caller may decide; ``scope=all`` (every pending
+set or end a delegation         the delegator, or the ``admins`` role (read: also the delegate,
+                                ``auditors``); while it lasts the delegate decides, reads and
+                                receives what the delegator would (see :mod:`hitl_core.delegation`)
+the inbox                       the requests the caller may decide (also as a delegate); ``scope=all`` (every pending
                                 request) only for ``admins`` and ``auditors``
 ==============================  ===============================================================
 
@@ -72,6 +75,8 @@ class Identity:
     source: str | None = None
     client_id: str | None = None
     person: Person | None = None
+    #: Set when this person acts as a delegate: the approver (directory id) they act for.
+    on_behalf_of: str | None = None
 
     @property
     def known(self) -> bool:
@@ -141,17 +146,28 @@ class AccessPolicy:
     # -- the rules --------------------------------------------------------------------------------
     def refusal_to_decide(self, who: Identity, pending: PendingRequest, cp: WorkflowCheckpoint) -> str | None:
         """Why ``who`` may not decide ``pending`` (None: they may)."""
+        return self.barred(who, pending, cp) or self.not_approver(who, pending)
+
+    @staticmethod
+    def barred(who: Identity, pending: PendingRequest, cp: WorkflowCheckpoint) -> str | None:
+        """Why ``who`` may never decide ``pending``, even for someone else: unknown, its subject, its
+        initiator under separation of duties (None: not barred)."""
         if not who.known:
             return "deciding needs a known person: the caller is not signed in or not in the directory"
         name = who.label or who.person_id
-        users, roles = split_entries(pending.approvers)
         if pending.subject and pending.subject == who.person_id:
             return f"{name} is the subject of request {json.dumps(pending.call_id)} and may not decide it"
         initiator = cp.metadata.get("started_by")
         if cp.metadata.get("separation_of_duties") and initiator and str(initiator).lower() == who.person_id:
             return f"{name} started session {json.dumps(cp.session_id)} and may not approve it (separation of duties)"
+        return None
+
+    @staticmethod
+    def not_approver(who: Identity, pending: PendingRequest) -> str | None:
+        """Why ``who`` is not among ``pending``'s approvers (None: they are, or it names nobody)."""
+        users, roles = split_entries(pending.approvers)
         if (users or roles) and who.person_id not in users and not who.roles & set(roles):
-            return f"{name} is not an approver of request {json.dumps(pending.call_id)}"
+            return f"{who.label or who.person_id} is not an approver of request {json.dumps(pending.call_id)}"
         return None
 
     def may_read(self, who: Identity, cp: WorkflowCheckpoint) -> bool:
@@ -181,6 +197,13 @@ def grant_access(cp: WorkflowCheckpoint, requests: Iterable[PendingRequest]) -> 
         if pending.subject:
             users[pending.subject] = None
     access["users"], access["roles"] = list(users), list(roles)
+
+
+def grant_reader(cp: WorkflowCheckpoint, user: str) -> None:
+    """Let one more person (a delegate who acted) read the session."""
+    access = cp.metadata.setdefault(ACCESS_KEY, {"users": [], "roles": []})
+    if user not in access.setdefault("users", []):
+        access["users"].append(user)
 
 
 def readers(cp: WorkflowCheckpoint) -> tuple[set[str], set[str]]:

@@ -23,6 +23,7 @@ troubleshooting table speaks of ``ValueError``), so ``except ValueError`` keeps 
     │   ├── RequestAlreadyHandledError           call_id already decided; carries the decision
     │   └── ResponseValidationError              result fails the response type; stays pending
     ├── NotAuthorizedError (PermissionError)     caller may not decide this request
+    ├── DelegationRefusedError (ValueError)      to oneself, a cycle, an unknown person, a bad period
     └── StorageError
         ├── ConcurrencyError                     expected version did not match (etag)
         ├── CheckpointTooLargeError (ValueError) document would exceed the backend's item limit
@@ -231,6 +232,14 @@ class ResponseValidationError(RequestError):
 
 class NotAuthorizedError(HitlError, PermissionError):
     """The caller may not decide this request."""
+
+
+class DelegationRefusedError(HitlError, ValueError):
+    """A delegation that cannot be set: ``kind`` is ``self``, ``cycle``, ``unknown_person`` or ``period``."""
+
+    def __init__(self, message: str, *, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class StorageError(HitlError):

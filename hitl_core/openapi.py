@@ -13,10 +13,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, create_model
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from .delegation import DelegationBody, DelegationsView, DelegationView
 from .views import AuditView, HealthView, InboxPage, RequestView, ResponseBody, SessionView, StartBody
 
 ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
 WORKFLOW_PATTERN = r"^[a-z0-9][a-z0-9\-]{0,63}$"
+PERSON_PATTERN = r"^[A-Za-z0-9._@+\-]{1,256}$"
 
 
 class Problem(BaseModel):
@@ -73,13 +75,15 @@ def openapi_document(workflows: Mapping[str, type[BaseModel]], *, server_url: st
     so generated clients (and fuzzers) know exactly what a valid start looks like.
     """
     start_bodies = {name: _start_body(name, model) for name, model in sorted(workflows.items())}
-    inputs: list[type[BaseModel]] = [ResponseBody, *start_bodies.values()]
-    outputs: list[type[BaseModel]] = [SessionView, RequestView, InboxPage, AuditView, HealthView, Problem]
+    inputs: list[type[BaseModel]] = [ResponseBody, DelegationBody, *start_bodies.values()]
+    outputs: list[type[BaseModel]] = [SessionView, RequestView, InboxPage, AuditView, HealthView, DelegationView,
+                                      DelegationsView, Problem]
     modes: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in inputs]
     modes += [(m, "serialization") for m in outputs]
     _, defs = models_json_schema(modes, ref_template="#/components/schemas/{model}")
     schemas = defs.get("$defs", {})
     session_id = _path_param("session_id", ID_PATTERN)
+    user = _path_param("user", PERSON_PATTERN)
     body_errors = (400, 413, 415, 422)
     key: list[dict[str, list[str]]] = [{"functionKey": []}]
     paths: dict[str, Any] = {
@@ -134,6 +138,22 @@ def openapi_document(workflows: Mapping[str, type[BaseModel]], *, server_url: st
             "parameters": [session_id, _path_param("call_id", ID_PATTERN)], "security": key,
             "responses": {"200": {"description": "The request, free", "content": _json(RequestView)},
                           **_problems(403, 404, 409, 503, *body_errors)}}},
+        "/api/delegations/{user}": {
+            "get": {"operationId": "getDelegations", "security": key, "parameters": [user],
+                    "summary": "The user's out-of-office delegation and those made to them (the user, the "
+                               "delegate, admins, auditors)",
+                    "responses": {"200": {"description": "Delegations", "content": _json(DelegationsView)},
+                                  **_problems(400, 403, 422, 503)}},
+            "put": {"operationId": "setDelegation", "security": key, "parameters": [user],
+                    "summary": "Set or replace the user's delegation (the user or admins); to oneself or a "
+                               "cycle is refused",
+                    "requestBody": {"required": True, "content": _json(DelegationBody)},
+                    "responses": {"200": {"description": "Set", "content": _json(DelegationView)},
+                                  **_problems(403, 409, 503, *body_errors)}},
+            "delete": {"operationId": "endDelegation", "security": key, "parameters": [user],
+                       "summary": "End the user's delegation now (the user or admins)",
+                       "responses": {"200": {"description": "Ended", "content": _json(DelegationsView)},
+                                     **_problems(400, 403, 422, 503)}}},
         "/api/sessions/{session_id}/audit": {"get": {
             "operationId": "audit", "summary": "Audit trail; verify=true recomputes the hash chain",
             "parameters": [session_id, {"name": "verify", "in": "query",

@@ -20,14 +20,14 @@ import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 from pydantic import ValidationError
 
-from .access import ADMINS, AUDITORS, AccessPolicy, Caller, Identity, grant_access
+from .access import ADMINS, AUDITORS, AccessPolicy, Caller, Identity, grant_reader
 from .audit import append_record, verify_chain
-from .checkpoint.base import CheckpointStorage
+from .checkpoint.base import CheckpointStorage, DelegationStorage
 from .checkpoint.models import (
     FINISHED_STATUSES,
     AuditRecord,
@@ -37,6 +37,7 @@ from .checkpoint.models import (
     WorkflowCheckpoint,
     utcnow,
 )
+from .delegation import Delegations
 from .directory import Directory, Person
 from .errors import (
     ConcurrencyError,
@@ -53,6 +54,7 @@ from .errors import (
     VoteAlreadyRecordedError,
     VoteRecorded,
 )
+from .escalation import Escalations
 from .events.models import EventType, make_event
 from .events.publisher import EventPublisher
 from .links import LinkSigner
@@ -66,7 +68,6 @@ from .views import AuditRecordView, AuditView, HealthView, InboxPage, RequestVie
 from .workflow.events import RequestInfoEvent, WorkflowEvent
 from .workflow.policy import ApprovalPolicy, Ballot, approves, tally
 from .workflow.request_info import (
-    approver_entries,
     find_response_type,
     request_data_view,
     response_json_schema,
@@ -93,6 +94,15 @@ class TimeoutOutcome:
     deadline: dt.datetime | None = None
 
 
+@dataclass
+class _Gate:
+    """Where answers to one session queue in this process, and the state the last one wrote."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+    latest: StoredCheckpoint | None = None
+
+
 class HitlService:
     """The product's operations over one checkpoint storage and one event publisher."""
 
@@ -110,6 +120,7 @@ class HitlService:
         self.access = AccessPolicy(directory)
         self.directory = self.access.directory
         self.storage = storage
+        self.delegations = Delegations(cast(DelegationStorage, storage), self.access)
         self.publisher = publisher
         self.signer = signer
         self.specs: dict[str, WorkflowSpec] = {}
@@ -127,6 +138,9 @@ class HitlService:
         #: Ids this process has published; pruned from outboxes at the next write of the session.
         self._published: OrderedDict[str, None] = OrderedDict()
         self._schema_cache: dict[tuple[str, str, str], dict[str, Any]] = {}
+        #: Sessions with answers in flight in this process (see ``respond``).
+        self._gates: dict[str, _Gate] = {}
+        self.escalations = Escalations(self)
 
     # ------------------------------------------------------------------ helpers
     def _spec(self, name: str) -> WorkflowSpec:
@@ -173,6 +187,8 @@ class HitlService:
     async def notification_recipients(self, request: NotifiedRequest) -> list[Recipient]:
         """Who is e-mailed about a request, each with a decision link minted for them alone.
 
+        An approver with an active delegation is replaced by their delegate (``on_behalf_of``).
+
         Named users and the members of named roles, through the directory, without the request's
         subject (and initiator, under separation of duties): they could not decide anyway. When
         nobody named can be e-mailed, the fallback addresses (``HITL_NOTIFY_DEFAULT_RECIPIENTS``)
@@ -194,10 +210,22 @@ class HitlService:
         for role in roles:
             for person in await self.directory.members(role):
                 people.setdefault(person.id.lower(), person)
-        found = [Recipient(email=p.email, person_id=key, name=p.label,
-                           decide_url=self.decide_url(request.session_id, request.call_id, key))
-                 for key, p in people.items() if p.email and key not in excluded]
+        delegates = await self.delegations.active_delegates() if people else {}
+        found: dict[str, Recipient] = {}
+        for key, person in people.items():
+            if key in excluded:
+                continue
+            stand_in = delegates.get(key)  # out of office: their delegate gets it (unless barred from it)
+            delegate = await self.directory.person(stand_in) if stand_in and stand_in not in excluded else None
+            if delegate is not None and delegate.email:
+                found.setdefault(stand_in or "", Recipient(
+                    email=delegate.email, person_id=stand_in, name=delegate.label, on_behalf_of=key,
+                    decide_url=self.decide_url(request.session_id, request.call_id, stand_in)))
+            elif person.email:
+                found.setdefault(key, Recipient(email=person.email, person_id=key, name=person.label,
+                                                decide_url=self.decide_url(request.session_id, request.call_id, key)))
         if found:
+            return list(found.values())
             return found
         return [Recipient(email=address, decide_url=self.decide_url(request.session_id, request.call_id))
                 for address in self.settings.notify_default_recipients]
@@ -272,7 +300,12 @@ class HitlService:
 
     async def _publish(self, stored: StoredCheckpoint | None) -> None:
         """Publish the outbox of a just-saved checkpoint, then clear it in the background."""
-        if stored is None or not stored.checkpoint.outbox:
+        if stored is None:
+            return
+        gate = self._gates.get(stored.checkpoint.session_id)
+        if gate is not None and gate.latest is not None and gate.latest.version != stored.version:
+            gate.latest = None  # another act of this process wrote the session: answers queued there re-read
+        if not stored.checkpoint.outbox:
             return
         events = [e for e in stored.checkpoint.outbox if e["id"] not in self._published]
         try:
@@ -385,15 +418,19 @@ class HitlService:
         def hook(cp: WorkflowCheckpoint, events: Sequence[WorkflowEvent], phase: Phase) -> Sequence[AuditRecord]:
             # what this process already published needs no second write to leave the outbox
             cp.outbox = [e for e in cp.outbox if e["id"] not in self._published]
+            if who is not None and who.on_behalf_of and who.person_id and phase in ("claim", "vote"):
+                grant_reader(cp, who.person_id)  # a delegate who acted keeps sight of what they did
             records: list[AuditRecord] = []
             if phase == "claim":
                 for decision in cp.decisions:
                     if decision.call_id in decided_ids and not decision.applied:
+                        delegated = {"on_behalf_of": decision.on_behalf_of} if decision.on_behalf_of else {}
                         records.append(append_record(
                             cp, "decided" if decision.outcome == "answered" else decision.outcome,
                             call_id=decision.call_id, actor=decision.decided_by,
                             source=caller.source if caller else None,
-                            detail={"result": plain(decision.result), "via": caller.via if caller else "system"},
+                            detail={"result": plain(decision.result), "via": caller.via if caller else "system",
+                                    **delegated},
                         ))
                         cp.outbox.append(self._resolved_event(cp, decision))
             elif phase == "cancel":
@@ -407,7 +444,8 @@ class HitlService:
                 records.append(append_record(cp, "voted", call_id=call_id, actor=actor,
                                              source=caller.source if caller else None,
                                              detail={"approve": vote["approve"], "result": vote["result"],
-                                                     "via": vote["via"], **progress}))
+                                                     "via": vote["via"], **progress,
+                                                     **({"on_behalf_of": vote["voter"]} if "by" in vote else {})}))
                 pending = cp.find_pending(call_id)
                 if pending is not None:
                     data = self.request_view(cp, pending).model_dump(mode="json")
@@ -424,6 +462,7 @@ class HitlService:
 
         return RunOptions(
             decided_by=actor if caller else SYSTEM_ACTOR,
+            on_behalf_of=who.on_behalf_of if who is not None else None,
             decided_via=caller.via if caller else "system",
             prepare=self.access.prepare,
             save_hook=hook,
@@ -477,7 +516,13 @@ class HitlService:
         return opts.saved.checkpoint
 
     async def _drive(self, stream: AsyncIterator[WorkflowEvent], opts: RunOptions) -> None:
-        """Drive an engine call to its end, then publish what its writes announced.
+        """Drive an engine call to its end, then publish what its writes announced."""
+        await self._drive_quietly(stream, opts)
+        await self._publish(opts.saved)
+
+    @staticmethod
+    async def _drive_quietly(stream: AsyncIterator[WorkflowEvent], opts: RunOptions) -> None:
+        """Drive an engine call to its end (the caller publishes).
 
         A workflow that fails after its state was saved is a stored outcome (the session shows
         ``failed``), not an error of the call; storage errors and refusals before any write are.
@@ -493,7 +538,6 @@ class HitlService:
             if opts.saved is None:
                 raise
             logger.info("session %s ended in failure: %s", opts.saved.checkpoint.session_id, exc)
-        await self._publish(opts.saved)
 
     async def _existing_start(self, stored: StoredCheckpoint, workflow: str, digest: str,
                               who: Identity | None) -> StartResult:
@@ -515,14 +559,26 @@ class HitlService:
         if caller is None:
             return stored, None
         who = await self.access.identify(caller)
-        if not self.access.may_read(who, stored.checkpoint):
+        if not await self._may_read(who, stored.checkpoint):
             raise SessionNotFoundError(session_id)
         return stored, who
+
+    async def _may_read(self, who: Identity, cp: WorkflowCheckpoint) -> bool:
+        """The access rule, widened to the delegates of those who may read (while the delegation lasts)."""
+        if self.access.may_read(who, cp):
+            return True
+        if not who.known:
+            return False
+        for delegator in await self.delegations.delegators(who.person_id or ""):
+            absent = await self.access.identify(Caller(user=delegator, auth="system", via="system"))
+            if self.access.may_read(absent, cp):
+                return True
+        return False
 
     async def _ensure_visible(self, cp: WorkflowCheckpoint, call_id: str | None, caller: Caller | None,
                               who: Identity) -> None:
         """An act on a session the caller may not see is audited, then answered "not found"."""
-        if not self.access.may_read(who, cp):
+        if not await self._may_read(who, cp):
             await self.audit_refusal(cp.session_id, call_id, caller, "the caller may not see this session", who=who)
             raise SessionNotFoundError(cp.session_id)
 
@@ -546,16 +602,32 @@ class HitlService:
         await self._drive(self.workflows[cp.workflow].runner(self.storage).recover(cp.session_id, opts), opts)
         return (await self._load(cp.session_id)).checkpoint
 
-    async def authorize(self, pending: PendingRequest, caller: Caller | None, cp: WorkflowCheckpoint) -> Identity:
+    async def authorize(self, pending: PendingRequest, caller: Caller | None, cp: WorkflowCheckpoint, *,
+                        on_behalf_of: str | None = None) -> Identity:
         """The caller as a person who may decide ``pending``; raises :class:`NotAuthorizedError` otherwise."""
         who = await self.access.identify(caller)
         if caller is None or caller.via == "system":
             return who
-        reason = self.access.refusal_to_decide(who, pending, cp)
-        if reason is not None:
-            raise NotAuthorizedError(reason)
+        who = await self._decider(who, pending, cp, on_behalf_of=on_behalf_of)
         self._check_claim(cp, pending, who)
         return who
+
+    async def _decider(self, who: Identity, pending: PendingRequest, cp: WorkflowCheckpoint, *,
+                       on_behalf_of: str | None = None) -> Identity:
+        """``who`` if they may decide ``pending`` themselves, else ``who`` acting for an absent approver
+        who delegated to them (``Identity.on_behalf_of``); raises :class:`NotAuthorizedError` otherwise."""
+        reason = self.access.refusal_to_decide(who, pending, cp)
+        if reason is None and on_behalf_of is None:
+            return who
+        if self.access.barred(who, pending, cp) is None:
+            acting = await self.delegations.acting_for(who, pending, cp, on_behalf_of=on_behalf_of)
+            if acting is not None:
+                return acting
+            if on_behalf_of is not None:
+                raise NotAuthorizedError(f"{who.label or who.person_id} does not act for {json.dumps(on_behalf_of)} "
+                                         f"on request {json.dumps(pending.call_id)}: no active delegation to them "
+                                         "from an approver who may still decide it")
+        raise NotAuthorizedError(reason or "not authorised")
 
     @staticmethod
     def _check_claim(cp: WorkflowCheckpoint, pending: PendingRequest, who: Identity) -> None:
@@ -598,10 +670,11 @@ class HitlService:
                 pending.claimed_by, pending.claimed_until = None, None
                 action, detail = "released", {"claimed_by": holder}
             else:
-                reason = self.access.refusal_to_decide(who, pending, cp)
-                if reason is not None:
-                    await self.audit_refusal(session_id, call_id, caller, reason, who=who)
-                    raise NotAuthorizedError(reason)
+                try:
+                    await self._decider(who, pending, cp)
+                except NotAuthorizedError as exc:
+                    await self.audit_refusal(session_id, call_id, caller, str(exc), who=who)
+                    raise
                 if holder is not None and holder != who.person_id:
                     assert pending.claimed_until is not None
                     raise RequestClaimedError(call_id, holder, pending.claimed_until.isoformat(),
@@ -624,18 +697,56 @@ class HitlService:
             await self._publish(StoredCheckpoint.model_construct(checkpoint=cp, version=version))
             return self.request_view(cp, pending)
 
-    async def may_decide(self, session_id: str, call_id: str, caller: Caller) -> str | None:
-        """Why ``caller`` may not decide the pending request (None: they may). Reads only."""
+    async def decider(self, session_id: str, call_id: str, caller: Caller) -> Identity:
+        """Who ``caller`` would decide the pending request as (themselves, or as a delegate: see
+        ``Identity.on_behalf_of``); raises :class:`NotAuthorizedError` when they may not. Reads only."""
         cp = (await self._load(session_id)).checkpoint
         pending = cp.find_pending(call_id)
         if pending is None:
-            return f"request {json.dumps(call_id)} is not pending"
-        return self.access.refusal_to_decide(await self.access.identify(caller), pending, cp)
+            raise NotAuthorizedError(f"request {json.dumps(call_id)} is not pending")
+        return await self._decider(await self.access.identify(caller), pending, cp)
 
-    async def respond(self, session_id: str, call_id: str, result: Any, *, caller: Caller | None = None) -> SessionView:
-        """Apply a person's decision; exactly one concurrent decision wins."""
-        stored = await self._load(session_id)
+    async def may_decide(self, session_id: str, call_id: str, caller: Caller) -> str | None:
+        """Why ``caller`` may not decide the pending request (None: they may). Reads only."""
+        try:
+            await self.decider(session_id, call_id, caller)
+        except NotAuthorizedError as exc:
+            return str(exc)
+        return None
+
+    async def respond(self, session_id: str, call_id: str, result: Any, *, caller: Caller | None = None,
+                      on_behalf_of: str | None = None) -> SessionView:
+        """Apply a person's decision; exactly one concurrent decision wins.
+
+        A delegate decides for an absent approver (``on_behalf_of``, or the one who may): see
+        :mod:`hitl_core.delegation`.
+
+        Answers to one session from this process queue at its :class:`_Gate` instead of racing each
+        other's conditional writes (50 approvers voting at once would otherwise lose most writes and
+        re-read each time); each starts from the state the previous one wrote. Another process's write
+        still makes the conditional write fail and the engine re-read, as before.
+        """
+        gate = self._gates.setdefault(session_id, _Gate())
+        gate.users += 1
+        try:
+            async with gate.lock:
+                stored, gate.latest = gate.latest or await self._load(session_id), None
+                opts = await self._respond(stored, call_id, result, caller, on_behalf_of)
+                if opts.saved is not None:  # the next in the queue starts from this write (its own copy)
+                    gate.latest = opts.saved.model_copy(deep=True)
+        finally:
+            gate.users -= 1
+            if not gate.users:
+                del self._gates[session_id]
+        await self._publish(opts.saved)
+        assert opts.saved is not None
+        return self.session_view(opts.saved.checkpoint)
+
+    async def _respond(self, stored: StoredCheckpoint, call_id: str, result: Any, caller: Caller | None,
+                       on_behalf_of: str | None) -> RunOptions:
+        """One answer, authorised on ``stored`` and applied by the engine (not yet published)."""
         cp = stored.checkpoint
+        session_id = cp.session_id
         runner = self.workflows.get(cp.workflow)
         if runner is None:
             raise UnknownWorkflowError(cp.workflow, list(self.specs))
@@ -645,7 +756,7 @@ class HitlService:
         pending = cp.find_pending(call_id)
         if pending is not None:
             try:
-                who = await self.authorize(pending, caller, cp)
+                who = await self.authorize(pending, caller, cp, on_behalf_of=on_behalf_of)
             except NotAuthorizedError as exc:
                 await self.audit_refusal(session_id, call_id, caller, str(exc), who=who)
                 raise
@@ -654,8 +765,10 @@ class HitlService:
         opts.preloaded = stored  # authorised on this read: the engine's claim starts from it
         if pending is not None and pending.approval is not None:
             opts.ballot = await self._ballot(session_id, call_id, pending, who, caller, ballot_state)
-        return self.session_view(await self._run(runner.runner(self.storage).resume(session_id, {call_id: result},
-                                                                                     opts), opts))
+        await self._drive_quietly(runner.runner(self.storage).resume(session_id, {call_id: result}, opts), opts)
+        if opts.saved is None:  # pragma: no cover - a resume always writes or raises
+            raise RuntimeError("the engine finished without saving")
+        return opts
 
     async def _ballot(self, session_id: str, call_id: str, pending: PendingRequest, who: Identity,
                       caller: Caller | None, state: dict[str, Any]) -> Any:
@@ -663,8 +776,9 @@ class HitlService:
         policy = ApprovalPolicy.model_validate(pending.approval)
         users, roles = split_entries(pending.approvers)
         eligible = await self._eligible(users, roles, pending)
-        voter = who.person_id or (caller.user if caller else None) or SYSTEM_ACTOR
+        voter = who.on_behalf_of or who.person_id or (caller.user if caller else None) or SYSTEM_ACTOR
         via = caller.via if caller else "system"
+        by = {"by": who.person_id} if who.on_behalf_of else {}
 
         def ballot(cp: WorkflowCheckpoint, fresh: PendingRequest, value: Any) -> tuple[bool, list[dict[str, Any]]]:
             first = next((v for v in fresh.votes if v.get("voter") == voter), None)
@@ -672,7 +786,7 @@ class HitlService:
                 raise VoteAlreadyRecordedError(call_id, first, session_id=session_id)
             answer = plain(encode_value(value))
             vote = {"voter": voter, "approve": approves(answer, policy.decision_field),
-                    "result": answer, "at": utcnow().isoformat(), "via": via}
+                    "result": answer, "at": utcnow().isoformat(), "via": via, **by}
             counted = [*fresh.votes, vote]
             outcome = tally(policy, [Ballot(str(v["voter"]), bool(v["approve"])) for v in counted],
                             named_users=len(users), eligible=eligible)
@@ -755,7 +869,7 @@ class HitlService:
             if (scope == "all" or assignee is not None) and not wide:
                 raise NotAuthorizedError("only the admins and auditors roles may list other people's requests")
             if scope != "all" and assignee is None:
-                assignees = who.assignee_keys()
+                assignees = list(dict.fromkeys(who.assignee_keys() + await self.delegations.inbox_keys(who)))
                 if not assignees:
                     return InboxPage(items=[], continuation=None)
         if assignees is not None:
@@ -796,98 +910,19 @@ class HitlService:
         return HealthView(status=status, storage=storage_state, eventing=eventing_state)
 
     # ------------------------------------------------------------------ deadlines
+    # Escalation chains (deadline reminders, escalations, auto-answers, expiry): hitl_core/escalation.py.
     async def pending_request(self, session_id: str, call_id: str) -> PendingRequest | None:
         stored = await self.storage.load(session_id)
         return stored.checkpoint.find_pending(call_id) if stored else None
 
     async def remind(self, session_id: str, call_id: str, number: int) -> bool:
-        """Announce a reminder for a still-pending request (False if it was decided meanwhile)."""
-        stored = await self.storage.load(session_id)
-        if stored is None:
-            return False
-        cp = stored.checkpoint
-        pending = cp.find_pending(call_id)
-        if pending is None:
-            return False
-        data = self.request_view(cp, pending).model_dump(mode="json")
-        data["reminder_number"] = number
-        await self.publisher.publish([make_event(EventType.REQUEST_REMINDER, workflow=cp.workflow,
-                                                 session_id=session_id, call_id=call_id, data=data,
-                                                 discriminator=str(number))])
-        return True
+        """Announce a periodic reminder for a still-pending request (False if it was decided meanwhile)."""
+        return await self.escalations.remind(session_id, call_id, number)
 
     async def apply_timeout(self, session_id: str, call_id: str) -> TimeoutOutcome:
-        """The deadline passed: apply the request's policy (expire | auto_respond | escalate)."""
-        system = Caller(user=SYSTEM_ACTOR, source="deadline", via="system", auth="system")
-        while True:
-            stored = await self.storage.load(session_id)
-            if stored is None:
-                return TimeoutOutcome("decided")
-            cp = stored.checkpoint
-            pending = cp.find_pending(call_id)
-            if pending is None:
-                return TimeoutOutcome("decided")
-            policy = dict(pending.policy)
-            action = policy.get("action", "expire")
-            if action == "escalate" and policy.get("escalated"):
-                action = policy.get("then", "expire")
-            if action == "auto_respond":
-                try:
-                    await self.respond(session_id, call_id, policy.get("default"),
-                                       caller=Caller(user="system:auto_respond", source="deadline", via="system",
-                                                     auth="system"))
-                except RequestAlreadyHandledError:
-                    return TimeoutOutcome("decided")
-                return TimeoutOutcome("auto_responded")
-            if action == "escalate":
-                extend = int(policy.get("extend_seconds", self.settings.reminder_interval_seconds))
-                new_deadline = utcnow() + dt.timedelta(seconds=extend)
-                previous = list(pending.approvers)
-                pending.approvers = approver_entries(policy.get("escalate_to", previous))
-                await self.access.resolve_request(pending)
-                grant_access(cp, [pending])
-                pending.deadline = new_deadline
-                policy["escalated"] = True
-                pending.policy = policy
-                record = append_record(cp, "escalated", call_id=call_id, actor=system.user, source=system.source,
-                                       detail={"from": previous, "to": pending.approvers,
-                                               "deadline": new_deadline.isoformat()})
-                data = self.request_view(cp, pending).model_dump(mode="json")
-                data["escalated_from"] = previous
-                cp.outbox.append(make_event(EventType.REQUEST_ESCALATED, workflow=cp.workflow, session_id=session_id,
-                                            call_id=call_id, data=data))
-                cp.updated_at = utcnow()
-                try:
-                    version = await self.storage.save(cp, expected_version=stored.version, audit=[record])
-                except ConcurrencyError:
-                    continue
-                await self._publish(StoredCheckpoint.model_construct(checkpoint=cp, version=version))
-                return TimeoutOutcome("escalated", new_deadline)
-            # expire
-            now = utcnow()
-            cp.pending_requests.remove(pending)
-            decision = Decision(call_id=call_id, request_type=pending.request_type, result=None,
-                                decided_by=system.user, decided_at=now, applied=True, outcome="expired",
-                                request=pending.request, executor_id=pending.executor_id,
-                                request_executor_id=pending.request_executor_id)
-            cp.decisions.append(decision)
-            record = append_record(cp, "expired", call_id=call_id, actor=system.user, source=system.source,
-                                   detail={"deadline": pending.deadline.isoformat() if pending.deadline else None})
-            cp.outbox.append(self._resolved_event(cp, decision))
-            if not cp.pending_requests and cp.status == "pending":
-                cp.status = "failed"
-                cp.error = f"request {json.dumps(call_id)} expired at its deadline without a decision"
-                cp.outbox.append(make_event(EventType.SESSION_FAILED, workflow=cp.workflow, session_id=session_id,
-                                            call_id=None, data=self.session_view(cp).model_dump(mode="json")))
-            cp.updated_at = now
-            ttl = self._ttl_for(cp)
-            try:
-                version = await self.storage.save(cp, expected_version=stored.version, ttl_seconds=ttl,
-                                                  audit=[record])
-            except ConcurrencyError:
-                continue
-            await self._publish(StoredCheckpoint.model_construct(checkpoint=cp, version=version))
-            return TimeoutOutcome("expired")
+        """Apply the request's next escalation step now, whichever it is (see :class:`Escalations`)."""
+        outcome = await self.escalations.apply(session_id, call_id)
+        return TimeoutOutcome(outcome.outcome, outcome.deadline)
 
     async def close(self) -> None:
         await self.drain()

@@ -111,6 +111,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Deadline of the expense-approval manager request."),
     SettingSpec("HITL_EXPENSE_FINANCE_DEADLINE_SECONDS", "259200",
                 "Deadline of the expense-approval finance request."),
+    SettingSpec("HITL_CONTRACT_DEADLINE_SECONDS", "432000",
+                "Deadline of the contract-signoff legal review (it expires then)."),
 )
 
 _SPEC_BY_NAME = {spec.name: spec for spec in SETTINGS}
@@ -230,6 +232,7 @@ class Settings:
     reminder_interval_seconds: int = 86400
     expense_manager_deadline_seconds: int = 172800
     expense_finance_deadline_seconds: int = 259200
+    contract_deadline_seconds: int = 432000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -277,6 +280,7 @@ class Settings:
             reminder_interval_seconds=_int(source, "HITL_REMINDER_INTERVAL_SECONDS", minimum=1),
             expense_manager_deadline_seconds=_int(source, "HITL_EXPENSE_MANAGER_DEADLINE_SECONDS", minimum=1),
             expense_finance_deadline_seconds=_int(source, "HITL_EXPENSE_FINANCE_DEADLINE_SECONDS", minimum=1),
+            contract_deadline_seconds=_int(source, "HITL_CONTRACT_DEADLINE_SECONDS", minimum=1),
         )
         settings.validate()
         return settings

@@ -106,3 +106,6 @@ class ResponseBody(_View):
 
     call_id: str = Field(min_length=1, max_length=128)
     result: Any = None
+    #: A delegate answering for an approver who delegated to them (their directory id or e-mail);
+    #: without it a delegate who is no approver acts for the one delegator who may decide.
+    on_behalf_of: str | None = Field(default=None, min_length=1, max_length=256)

@@ -147,6 +147,9 @@ param expenseManagerDeadlineSeconds string = ''
 @description('HITL_EXPENSE_FINANCE_DEADLINE_SECONDS; empty: the code default (3 days).')
 param expenseFinanceDeadlineSeconds string = ''
 
+@description('HITL_CONTRACT_DEADLINE_SECONDS; empty: the code default (5 days).')
+param contractDeadlineSeconds string = ''
+
 @description('Who is who (HITL_DIRECTORY): graph reads people, managers and role groups from Microsoft Entra ID with the app\'s managed identity (the postprovision hook grants it the Microsoft Graph permissions User.Read.All and GroupMember.Read.All); none knows only who signs in.')
 @allowed([
   'graph'
@@ -304,6 +307,7 @@ module appSettings './modules/app-settings.bicep' = {
     reminderIntervalSeconds: reminderIntervalSeconds
     expenseManagerDeadlineSeconds: expenseManagerDeadlineSeconds
     expenseFinanceDeadlineSeconds: expenseFinanceDeadlineSeconds
+    contractDeadlineSeconds: contractDeadlineSeconds
     directory: directory
     graphRoleGroups: graphRoleGroups
     directoryCacheSeconds: directoryCacheSeconds

@@ -5,9 +5,14 @@ employee must be a person in the directory, and the first approver is **their ma
 the initiator does not choose who approves (an initiator-supplied ``manager`` is refused). The
 employee is the requests' *subject*: they may not approve their own expense, and neither may
 whoever started the session (separation of duties), compared by directory identity.
-Each request expects ``{"approved": bool, "comment": str = ""}`` and has a deadline from settings:
-the manager's request escalates to the ``finance-managers`` role at its deadline, the finance
-request expires. Output ``{"status": "approved" | "rejected", "amount": ..., "decided_by": [...]}``.
+Each request expects ``{"approved": bool, "comment": str = ""}`` and walks an escalation chain
+(policies as data, :class:`~hitl_core.workflow.policy.EscalationStep`): the manager's request
+escalates after ``HITL_EXPENSE_MANAGER_DEADLINE_SECONDS`` to **the manager's manager** in the
+directory (who replaces the manager), then expires ``HITL_EXPENSE_FINANCE_DEADLINE_SECONDS``
+later; at the top of the hierarchy (no manager's manager) it goes straight on to expire. The
+finance request (two distinct approvals above 10,000, one rejection ends it) expires after
+``HITL_EXPENSE_FINANCE_DEADLINE_SECONDS``. Output ``{"status": "approved" | "rejected", "amount":
+..., "decided_by": [...]}``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from hitl_core import (
 from hitl_core.errors import InputValidationError
 from hitl_core.registry import StartContext, WorkflowSpec
 from hitl_core.settings import Settings
+from hitl_core.workflow.policy import EscalationStep
 
 NAME = "expense-approval"
 FINANCE_THRESHOLD = 1000
@@ -92,22 +98,25 @@ class ExpenseApprover(Executor):
         self.finance_deadline_s = finance_deadline_s
 
     def _request(self, claim: dict[str, Any], stage: Literal["manager", "finance"]) -> ExpenseApprovalRequest:
-        now = dt.datetime.now(dt.UTC)
+        deadline: dt.datetime | None = None
+        timeout_policy: dict[str, Any] | None = None
         if stage == "manager":
             approvers = Approvers(users=[claim["manager_id"]])
-            deadline = now + dt.timedelta(seconds=self.manager_deadline_s)
-            policy = {"action": "escalate", "escalate_to": ["role:finance-managers"],
-                      "extend_seconds": self.finance_deadline_s, "then": "expire"}
+            # no deadline given: it is the chain's, when its escalation is due
+            approval: ApprovalPolicy | None = ApprovalPolicy(escalation=(
+                EscalationStep(after_seconds=self.manager_deadline_s, action="escalate", managers=True,
+                               mode="replace"),
+                EscalationStep(after_seconds=self.finance_deadline_s, action="expire"),
+            ))
         else:
             approvers = Approvers(roles=["finance"])
-            deadline = now + dt.timedelta(seconds=self.finance_deadline_s)
-            policy = {"action": "expire"}
-        # above FINANCE_QUORUM_THRESHOLD, two distinct members of finance must approve; one rejection ends it
-        approval = ApprovalPolicy(quorum=2, veto=True) \
-            if stage == "finance" and claim["amount"] > FINANCE_QUORUM_THRESHOLD else None
+            deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.finance_deadline_s)
+            timeout_policy = {"action": "expire"}
+            # above FINANCE_QUORUM_THRESHOLD, two distinct members of finance must approve; one rejection ends it
+            approval = ApprovalPolicy(quorum=2, veto=True) if claim["amount"] > FINANCE_QUORUM_THRESHOLD else None
         return ExpenseApprovalRequest(stage=stage, employee=claim["employee"], amount=claim["amount"],
                                       currency=claim["currency"], description=claim["description"],
-                                      approvers=approvers, deadline=deadline, timeout_policy=policy,
+                                      approvers=approvers, deadline=deadline, timeout_policy=timeout_policy,
                                       subject=claim["employee_id"], approval=approval)
 
     @handler

@@ -37,6 +37,8 @@ from ..errors import (
 )
 from ..links import DecisionClaims, LinkTokenError
 from ..views import RequestView
+from ..workflow.policy import ApprovalPolicy
+from ..workflow.request_info import split_entries
 from .identity import caller_from_request, link_caller
 from .runtime import get_runtime
 
@@ -136,6 +138,17 @@ def _refused(exc: Exception) -> func.HttpResponse:
     return page("Something went wrong", "<p>The decision could not be recorded. Try again later.</p>", 503)
 
 
+def _approvals_needed(request: RequestView) -> int | None:
+    """How many approvals resolve ``request`` (None: one answer decides, there are no votes)."""
+    if not request.approval:
+        return None
+    policy = ApprovalPolicy.model_validate(request.approval)
+    if not policy.votes:
+        return None
+    users, _ = split_entries(request.approvers)
+    return policy.needed(len(users))
+
+
 async def _pending(claims: DecisionClaims) -> RequestView | None:
     view = await get_runtime().service.get_session(claims.session_id)
     return next((r for r in view.pending_requests if r.call_id == claims.call_id), None)
@@ -153,10 +166,13 @@ async def decide_page(req: func.HttpRequest) -> func.HttpResponse:
         if caller.user is None:
             return _sign_in_page(req)
         service = get_runtime().service
-        reason = await service.may_decide(claims.session_id, claims.call_id, caller)
-        if reason is not None:
-            return page("Not allowed", f"<p>{html.escape(reason)}</p>", 403)
+        try:
+            acting = await service.decider(claims.session_id, claims.call_id, caller)
+        except NotAuthorizedError as exc:
+            return page("Not allowed", f"<p>{html.escape(str(exc))}</p>", 403)
         who = await _label(caller.user)
+        if acting.on_behalf_of:  # a delegate: say for whom, as the audit will
+            who = f"{who} for {await _label(acting.on_behalf_of)}"
     except (HitlError, LinkTokenError) as exc:  # opening a link never writes, not even a refusal record
         return _refused(exc)
     rows = "".join(f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(json.dumps(v) if not isinstance(v, str) else v)}"
@@ -166,12 +182,13 @@ async def decide_page(req: func.HttpRequest) -> func.HttpResponse:
     comment = (f"<p><label>{html.escape(text_field)}<br><textarea name='text' rows='4' cols='60'></textarea>"
                f"</label></p>") if text_field else ""
     quorum = ""
-    if request.approval:
-        needed = request.approval.get("quorum")
+    needed = _approvals_needed(request)
+    if needed is not None:
         approvals = sum(1 for v in request.votes if v.get("approve"))
-        voters = ", ".join(html.escape(str(v.get("voter"))) for v in request.votes) or "nobody yet"
-        quorum = (f"<p>Approvals needed: <b>{html.escape(str(needed))}</b>; so far {approvals} "
-                  f"({voters} voted). {'One rejection ends it.' if request.approval.get('veto', True) else ''}</p>")
+        voters = ", ".join(html.escape(str(v.get("voter")) + (f" (by {v['by']})" if v.get("by") else ""))
+                           for v in request.votes) or "nobody yet"
+        veto = "One rejection ends it." if (request.approval or {}).get("veto", True) else ""
+        quorum = f"<p>Approvals needed: <b>{needed}</b>; so far {approvals} ({voters} voted). {veto}</p>"
     body = (f"<p>Deciding as <b>{html.escape(who)}</b>.</p>{quorum}"
             f"<p>Workflow <b>{html.escape(request.workflow)}</b>, session <code>{html.escape(request.session_id)}"
             f"</code>. Deadline: {deadline}.</p><dl>{rows}</dl>"
@@ -222,7 +239,6 @@ async def decide_submit(req: func.HttpRequest) -> func.HttpResponse:
     still = next((r for r in view.pending_requests if r.call_id == claims.call_id), None)
     if still is not None:  # a vote under a quorum policy: the request waits for more
         approvals = sum(1 for v in still.votes if v.get("approve"))
-        needed = (still.approval or {}).get("quorum")
         return page("Vote recorded", f"<p>You {verb} the request. Your vote is recorded: {approvals} approval(s) "
-                                     f"of {html.escape(str(needed))} so far; the request waits for the others.</p>")
+                                     f"of {_approvals_needed(still)} so far; the request waits for the others.</p>")
     return page("Thank you", f"<p>You {verb} the request. The workflow has continued.</p>")

@@ -2,8 +2,9 @@
 
 - ``notify_reviewers`` consumes hitl.request.created / reminder / escalated and notifies people
   through the configured channels (webhook, e-mail), de-duplicated by event id.
-- ``track_deadlines`` starts the deadline orchestration of a request that has a deadline, and
-  ends it when the request is resolved, expired or cancelled.
+- ``track_deadlines`` starts the deadline orchestration of a request that has a deadline or an
+  escalation chain (from the chain's next step), and ends it when the request is resolved,
+  expired or cancelled.
 - ``sweep_outbox`` (timer, every minute) republishes events left in outboxes by a process that
   died between its write and its publish, and finishes continuations whose process died.
 """
@@ -102,12 +103,20 @@ async def track_deadlines(event: TriggerEvent, client: df.DurableOrchestrationCl
     if not session_id or not call_id:
         return
     instance_id = deadline_instance_id(session_id, call_id)
-    if event_type == EventType.REQUEST_CREATED and data.get("deadline"):
+    chained = bool((data.get("approval") or {}).get("escalation"))
+    if event_type == EventType.REQUEST_CREATED and (data.get("deadline") or chained):
         status = await client.get_status(instance_id)
         if status is not None and getattr(status, "runtime_status", None) is not None:
             return  # already tracked (Event Grid redelivered the event)
-        await client.start_new(ORCHESTRATOR_NAME, instance_id,
-                               deadline_input(session_id, call_id, data["deadline"], get_runtime().settings))
+        runtime = get_runtime()
+        # A declared chain may begin before its deadline (a reminder step): start from its first step.
+        plan = await runtime.service.escalations.plan(session_id, call_id) if chained else None
+        deadline = data.get("deadline") or (plan.at.isoformat() if plan else None)
+        if deadline is None:
+            return  # decided already, or nothing in the chain is left to wait for
+        await client.start_new(ORCHESTRATOR_NAME, instance_id, deadline_input(
+            session_id, call_id, deadline, runtime.settings,
+            step=plan.index if plan else None, at=plan.at.isoformat() if plan else None))
     elif event_type in (EventType.REQUEST_RESOLVED, EventType.REQUEST_EXPIRED) and data.get("deadline"):
         status = await client.get_status(instance_id)
         state = getattr(getattr(status, "runtime_status", None), "value", None)

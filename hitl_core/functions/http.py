@@ -32,6 +32,8 @@ MAX_JSON_DEPTH = 32
 MAX_STRING_CHARS = 100_000
 _ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _WORKFLOW = re.compile(r"^[a-z0-9][a-z0-9\-]{0,63}$")
+#: A person as a route value: a directory id or an e-mail address.
+_PERSON = re.compile(r"^[A-Za-z0-9._@+\-]{1,256}$")
 
 Handler = Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]
 
@@ -289,7 +291,7 @@ async def post_response(req: func.HttpRequest) -> func.HttpResponse:
         check_id(body.call_id, "call_id")
         rt = get_runtime()
         view = await rt.service.respond(session_id, body.call_id, body.result,
-                                        caller=caller_from_request(req, rt.settings))
+                                        caller=caller_from_request(req, rt.settings), on_behalf_of=body.on_behalf_of)
         return ok(view)
 
     return await guarded(req, handle)
@@ -357,6 +359,27 @@ async def claim_request(req: func.HttpRequest) -> func.HttpResponse:
           auth_level=func.AuthLevel.FUNCTION)
 async def release_request(req: func.HttpRequest) -> func.HttpResponse:
     return await _claim(req, release=True)
+
+
+@bp.route(route="delegations/{user}", methods=["GET", "PUT", "DELETE"], auth_level=func.AuthLevel.FUNCTION)
+async def delegations(req: func.HttpRequest) -> func.HttpResponse:
+    """A person's out-of-office delegation: GET reads it (and those made to them), PUT sets it, DELETE ends it."""
+    async def handle(req: func.HttpRequest) -> func.HttpResponse:
+        from ..delegation import DelegationBody
+
+        user = check_id(req.route_params.get("user"), "user", _PERSON)
+        rt = get_runtime()
+        caller = caller_from_request(req, rt.settings)
+        service = rt.service.delegations
+        if req.method == "PUT":
+            body: DelegationBody = _validate(DelegationBody, read_json(req))
+            return ok(await service.put(user, body, caller))
+        if req.method == "DELETE":
+            read_json(req, required=False)
+            return ok(await service.end(user, caller))
+        return ok(await service.get(user, caller))
+
+    return await guarded(req, handle)
 
 
 @bp.route(route="sessions/{session_id}/audit", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)

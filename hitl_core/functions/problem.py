@@ -21,6 +21,7 @@ from ..checkpoint.base import InvalidContinuationError
 from ..errors import (
     CheckpointTooLargeError,
     ConcurrencyError,
+    DelegationRefusedError,
     HitlError,
     InputValidationError,
     NotAuthorizedError,
@@ -125,6 +126,10 @@ def from_error(exc: Exception) -> func.HttpResponse:
         return problem(422, "Invalid input", str(exc), errors=exc.errors)
     if isinstance(exc, InvalidContinuationError):
         return problem(400, "Bad request", str(exc))
+    if isinstance(exc, DelegationRefusedError):
+        if exc.kind == "cycle":
+            return problem(409, "Delegation cycle", str(exc), kind=exc.kind)
+        return problem(422, "Delegation refused", str(exc), kind=exc.kind)
     if isinstance(exc, NotAuthorizedError):
         return problem(403, "Forbidden", str(exc))
     if isinstance(exc, StorageUnavailableError):

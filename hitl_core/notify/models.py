@@ -162,6 +162,8 @@ class RequestView(BaseModel):
 
     ``reminder_number`` is set on ``hitl.request.reminder`` events (1 for the first reminder),
     ``escalated_from`` on ``hitl.request.escalated`` events (the previous approvers).
+    ``escalation`` is set when a step of the request's escalation chain sent the event:
+    ``{"step" (from 1), "of", "action", "mode", "from", "to", "missed_deadline"}``.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -181,6 +183,13 @@ class RequestView(BaseModel):
     decide_url: str | None = None
     reminder_number: int | None = None
     escalated_from: list[str] = Field(default_factory=list)
+    escalation: dict[str, Any] | None = None
+
+    @field_validator("escalation", mode="before")
+    @classmethod
+    def _mapping_or_none(cls, value: Any) -> Any:
+        """An escalation that is not an object is ignored (producers may change; the rest still renders)."""
+        return value if isinstance(value, Mapping) else None
 
     @field_validator("created_at", "deadline")
     @classmethod
@@ -226,6 +235,8 @@ class Recipient(BaseModel):
     person_id: str | None = None
     name: str | None = None
     decide_url: str | None = None
+    #: When the recipient is a delegate: the absent approver (directory id) they receive it for.
+    on_behalf_of: str | None = None
 
 
 class Notification(BaseModel):

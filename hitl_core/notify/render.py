@@ -79,8 +79,10 @@ def render_notification(
         session_id=request.session_id,
         call_id=request.call_id,
         subject=subject,
-        text=_text(cloud_event.type, request, summary, deadline, fields, expected, decide_url, fallback),
-        html=_html(cloud_event.type, request, summary, subject, deadline, fields, expected, decide_url, fallback),
+        text=_text(cloud_event.type, request, summary, deadline, fields, expected, decide_url, fallback,
+                   personal=recipient is not None, on_behalf_of=recipient.on_behalf_of if recipient else None),
+        html=_html(cloud_event.type, request, summary, subject, deadline, fields, expected, decide_url, fallback,
+                   personal=recipient is not None, on_behalf_of=recipient.on_behalf_of if recipient else None),
         recipients=([recipient.email] if recipient is not None
                     else [r.email for r in recipients] if recipients
                     else recipients_for(request.approvers, defaults)),
@@ -102,8 +104,8 @@ def recipients_for(approvers: Iterable[str], defaults: Iterable[str] = ()) -> li
 def quorum_progress(request: RequestView) -> str:
     """"2 approvals needed; 1 so far (fay approved)" for a request under a quorum policy, else ""."""
     approval = getattr(request, "approval", None)
-    if not isinstance(approval, dict):
-        return ""
+    if not isinstance(approval, dict) or approval.get("quorum", 1) in (1, None):
+        return ""  # no policy, or one whose first answer decides (kept for its claim rule or escalation chain)
     votes = [v for v in (getattr(request, "votes", None) or []) if isinstance(v, dict)]
     approvals = sum(1 for v in votes if v.get("approve"))
     cast = ", ".join(f"{v.get('voter')} {'approved' if v.get('approve') else 'rejected'}" for v in votes)
@@ -159,7 +161,7 @@ def _subject(event_type: str, request: RequestView, summary: str) -> str:
         number = request.reminder_number
         prefix += f"Reminder {number}: " if number else "Reminder: "
     elif event_type == REQUEST_ESCALATED:
-        prefix += "Escalated: "
+        prefix += f"Escalated ({position}): " if (position := _step_position(request)) else "Escalated: "
     return _one_line(f"{prefix}Approval needed: {request.workflow} \u2014 {summary}")
 
 
@@ -229,11 +231,16 @@ def _text(
     expected: list[str],
     decide_url: str,
     fallback: str | None,
+    *,
+    personal: bool = False,
+    on_behalf_of: str | None = None,
 ) -> str:
     lines = [f"Approval needed: {request.workflow} - {summary}"]
+    if on_behalf_of:
+        lines.append(_standing_in(on_behalf_of))
     if request.decide_url and "token=" in request.decide_url:
         lines.append("This link is yours alone: whoever uses it decides in your name.")
-    note = _note(event_type, request)
+    note = _note(event_type, request, personal)
     if note:
         lines.append(note)
     lines += [
@@ -276,6 +283,9 @@ def _html(
     expected: list[str],
     decide_url: str,
     fallback: str | None,
+    *,
+    personal: bool = False,
+    on_behalf_of: str | None = None,
 ) -> str:
     e = _escape
     rows = [
@@ -305,12 +315,14 @@ def _html(
         link = f'<a href="{e(decide_url)}">{e(decide_url)}</a>'
     else:
         link = f"<code>{e(decide_url)}</code>"
-    note = _note(event_type, request)
+    note = _note(event_type, request, personal)
     parts = [
         "<!DOCTYPE html>",
         '<html><head><meta charset="utf-8"><title>' + e(subject) + "</title></head><body>",
         f"<h2>Approval needed: {e(request.workflow)} \u2014 {e(summary)}</h2>",
     ]
+    if on_behalf_of:
+        parts.append(f"<p><strong>{e(_standing_in(on_behalf_of))}</strong></p>")
     if note:
         parts.append(f"<p><strong>{e(note)}</strong></p>")
     parts += [
@@ -327,15 +339,51 @@ def _html(
     return "\n".join(parts) + "\n"
 
 
-def _note(event_type: str, request: RequestView) -> str | None:
+def _step_position(request: RequestView) -> str:
+    """"step 2 of 3" when an escalation chain's step sent the event, else ""."""
+    info = request.escalation or {}
+    step, of = info.get("step"), info.get("of")
+    if isinstance(step, int) and isinstance(of, int) and not isinstance(step, bool) and 0 < step <= of:
+        return f"step {step} of {of}"
+    return ""
+
+
+def _standing_in(on_behalf_of: str) -> str:
+    return (f"You receive this for {on_behalf_of}, who is away and delegated their approvals to you: "
+            f"your answer counts as theirs and is recorded as given by you for {on_behalf_of}.")
+
+
+def _note(event_type: str, request: RequestView, personal: bool = False) -> str | None:
+    position = _step_position(request)
+    chain = f" (escalation {position})" if position else ""
     if event_type == REQUEST_REMINDER:
         number = f" {request.reminder_number}" if request.reminder_number else ""
-        return f"Reminder{number}: this request is still waiting for a decision."
+        return f"Reminder{number}{chain}: this request is still waiting for a decision."
     if event_type == REQUEST_ESCALATED:
-        if request.escalated_from:
-            return f"Escalated: no decision from {', '.join(request.escalated_from)} in time."
+        previous = (request.escalation or {}).get("from") or request.escalated_from
+        who = ", ".join(str(p) for p in previous) if isinstance(previous, list) else ""
+        missed = _when((request.escalation or {}).get("missed_deadline"))
+        if position:
+            target = "you" if personal else ", ".join(request.approvers) or "new approvers"
+            reason = f"no decision by {missed}" if missed else "no decision in time"
+            return (f"Escalated to {target}: {reason}{f' from {who}' if who else ''}. "
+                    f"This is {position} of the request's escalation chain.")
+        if who:
+            return f"Escalated: no decision from {who} in time."
         return "Escalated: no decision was made in time."
     return None
+
+
+def _when(value: Any) -> str:
+    """An ISO timestamp as UTC to the second ("" when it is none)."""
+    if not isinstance(value, str) or not value:
+        return ""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return _truncate(_one_line(value), 40)
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
 def _schema_type(prop: Any, defs: dict[str, Any], depth: int = 0) -> str:

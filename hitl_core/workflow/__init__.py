@@ -21,7 +21,7 @@ from .events import (
     WorkflowStatusEvent,
 )
 from .executor import Executor, HandlerSpec, WorkflowContext, handler
-from .policy import ApprovalPolicy
+from .policy import ApprovalPolicy, EscalationStep
 from .request_info import Approvers, RequestInfoExecutor, RequestInfoMessage, RequestResponse
 from .runner import RunOptions, SessionRunner
 from .workflow import Edge, Workflow, WorkflowBuilder, WorkflowRunResult
@@ -33,6 +33,7 @@ __all__ = [
     "Approvers",
     "ChatMessage",
     "Edge",
+    "EscalationStep",
     "Executor",
     "ExecutorEvent",
     "FunctionCallContent",

@@ -26,7 +26,7 @@ from ..errors import ResponseValidationError, SerializationError
 from ..serialization import decode, resolve_type
 from .events import RequestInfoEvent
 from .executor import Executor, WorkflowContext, handler
-from .policy import ApprovalPolicy
+from .policy import ApprovalPolicy, first_deadline_offset
 from .typing_utils import describe
 
 #: Fields of the base class; the rest of a request's fields are its ``data`` for reviewers.
@@ -107,6 +107,15 @@ class RequestInfoMessage:
     #: How several approvers resolve the request (quorum, veto); None: the first answer decides.
     approval: ApprovalPolicy | None = field(default=None, kw_only=True)
 
+    def __post_init__(self) -> None:
+        # With an escalation chain and no deadline, the deadline is when the chain's first step that takes
+        # the request away from its approvers is due (so its deadline is tracked; hitl_core.escalation).
+        # A subclass that defines __post_init__ calls super().__post_init__().
+        if self.deadline is None and self.approval is not None and self.approval.escalation:
+            offset = first_deadline_offset(self.approval.escalation)
+            if offset is not None:
+                self.deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=offset)
+
 
 @dataclass
 class RequestResponse[TRequest, TResponse]:
@@ -119,6 +128,8 @@ class RequestResponse[TRequest, TResponse]:
     #: Every vote when the request resolved under a quorum policy: ``{"voter", "approve", "result", "at"}``;
     #: ``data`` is then the deciding vote's answer. Empty for single-answer requests.
     votes: list[dict[str, Any]] = field(default_factory=list)
+    #: When a delegate answered for an absent approver: that approver ("ron for amy": decided_by ron).
+    on_behalf_of: str | None = None
 
 
 def response_spec(message_type: Any) -> tuple[type, Any] | None:

@@ -100,6 +100,8 @@ class RunOptions:
     """Per-call knobs the service sets (the library defaults suit direct use)."""
 
     decided_by: str | None = None
+    #: The approver a delegate acted for ("ron for amy": decided_by ron, on_behalf_of amy).
+    on_behalf_of: str | None = None
     #: How the decider acted (``api``, ``link``, ``system``...), recorded on the decision.
     decided_via: str | None = None
     #: Awaited before every write of a run, before ``save_hook``: the service resolves new
@@ -496,7 +498,7 @@ class SessionRunner:
                 cp.decisions.append(Decision(
                     call_id=call_id, request_type=pending.request_type, result=encode(value, f"answer to {call_id!r}"),
                     decided_by=opts.decided_by, via=opts.decided_via, decided_at=now, applied=False,
-                    request=pending.request,
+                    on_behalf_of=opts.on_behalf_of, request=pending.request,
                     executor_id=pending.executor_id, request_executor_id=pending.request_executor_id,
                     votes=votes.get(call_id, []),
                 ))
@@ -543,7 +545,7 @@ class SessionRunner:
                 continue
             response = RequestResponse(data=decode(decision.result), original_request=decode(decision.request),
                                        request_id=decision.call_id, decided_by=decision.decided_by,
-                                       votes=list(decision.votes))
+                                       votes=list(decision.votes), on_behalf_of=decision.on_behalf_of)
             run.queue.append(_Envelope(response, decision.request_executor_id or "", decision.executor_id or ""))
             decision.applied = True
         async for event in self._drive(run, stored.version, opts, "final", extra_audit):

@@ -88,6 +88,9 @@ param expenseManagerDeadlineSeconds string = ''
 @description('HITL_EXPENSE_FINANCE_DEADLINE_SECONDS; empty: the code default (3 days).')
 param expenseFinanceDeadlineSeconds string = ''
 
+@description('HITL_CONTRACT_DEADLINE_SECONDS; empty: the code default (5 days).')
+param contractDeadlineSeconds string = ''
+
 @description('HITL_DIRECTORY: graph (Microsoft Entra ID through Microsoft Graph, with the app\'s managed identity) or none.')
 @allowed([
   'graph'
@@ -166,6 +169,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     HITL_REMINDER_INTERVAL_SECONDS: reminderIntervalSeconds
     HITL_EXPENSE_MANAGER_DEADLINE_SECONDS: expenseManagerDeadlineSeconds
     HITL_EXPENSE_FINANCE_DEADLINE_SECONDS: expenseFinanceDeadlineSeconds
+    HITL_CONTRACT_DEADLINE_SECONDS: contractDeadlineSeconds
   }
 }
 

@@ -9,6 +9,7 @@ recorded decider is that recipient, ``via: link``, and the audit chain verifies.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import html
 import json
 import re
@@ -145,3 +146,53 @@ def test_every_shipped_request_is_decided_through_its_link_by_its_recipient(host
         assert all(r["detail"]["via"] == "link" for r in decided)
         assert all(r["source"] == "127.0.0.1" for r in records["records"] if r["action"] in ("started", "decided"))
         assert [d["decided_by"] for d in session(host, session_id)["decisions"]] == deciders
+
+
+def in_days(days: int) -> str:
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(days=days)).isoformat()
+
+
+def test_contract_signoff_by_every_legal_reviewer_one_through_a_delegate(host: LocalHost) -> None:
+    """leo is on leave and has handed his approvals to ron: ron gets leo's e-mail and votes for him."""
+    with host.client("leo") as leo:
+        set_ = leo.put("/api/delegations/leo", json={"delegate": "ron@example.com",
+                                                     "ends_at": in_days(30), "reason": "parental leave"})
+        assert set_.status_code == 200 and set_.json()["delegate"] == "ron", set_.text
+    with host.client("mona") as mona:
+        started = mona.post("/api/workflows/contract-signoff/sessions", json={
+            "session_id": "k-1", "input": {"title": "Cloud hosting 2027", "counterparty": "Nimbus GmbH",
+                                           "value": 120000, "currency": "EUR", "summary": "Three-year term.",
+                                           "legal_reviewers": ["lena", "leo@example.com"]}})
+        assert started.status_code == 201, started.text
+        assert started.json()["pending_requests"][0]["approvers"] == ["user:lena", "user:leo"]
+    label, done = press(link_for(host, "lena@example.com", "k-1"), "approve", "fine by me")
+    assert label == "Lena Lang" and "Your vote is recorded" in done.text
+    assert not inbox_of(host, "leo@example.com", "k-1")  # away: his delegate is asked instead
+    (mail,) = inbox_of(host, "ron@example.com", "k-1")
+    assert "You receive this for leo, who is away and delegated their approvals to you" in mail["text"]
+    label, done = press(link_for(host, "ron@example.com", "k-1"), "approve")
+    assert label == "Ron Rivera for Leo Lind" and "The workflow has continued" in done.text, done.text
+    view = session(host, "k-1")
+    assert view["outputs"] == [{"status": "signed-off", "title": "Cloud hosting 2027", "votes": [
+        {"voter": "lena", "approved": True, "comment": "fine by me"},
+        {"voter": "leo", "by": "ron", "approved": True, "comment": ""}]}]
+    assert view["decisions"][0]["decided_by"] == "ron" and view["decisions"][0]["on_behalf_of"] == "leo"
+    records = audit(host, "k-1")
+    assert records["verification"]["valid"] is True
+    acts = [(r["action"], r["actor"], r["detail"].get("on_behalf_of")) for r in records["records"]
+            if r["action"] in ("voted", "decided")]
+    assert acts == [("voted", "lena", None), ("decided", "ron", "leo")]
+
+    # a second contract: lena vetoes through her link; it ends at once, leo's delegate never needs to act
+    with host.client("mona") as mona:
+        assert mona.post("/api/workflows/contract-signoff/sessions", json={
+            "session_id": "k-2", "input": {"title": "Office lease", "counterparty": "Acme", "value": 50000,
+                                           "currency": "EUR", "summary": "Ten years.",
+                                           "legal_reviewers": ["lena", "leo"]}}).status_code == 201
+    ron_link = link_for(host, "ron@example.com", "k-2")
+    label, done = press(link_for(host, "lena@example.com", "k-2"), "reject", "ten years is too long")
+    assert "The workflow has continued" in done.text
+    assert session(host, "k-2")["outputs"] == [{"status": "rejected", "title": "Office lease", "votes": [
+        {"voter": "lena", "approved": False, "comment": "ten years is too long"}]}]
+    with httpx.Client(timeout=30) as browser:
+        assert browser.get(ron_link).status_code == 410

@@ -53,11 +53,13 @@ def test_expense_deadline_reminds_escalates_and_expires(tmp_path: Path) -> None:
             def escalated() -> bool:
                 view = client.get("/api/sessions/exp-1").json()
                 pending = view["pending_requests"]
-                return bool(pending) and pending[0]["approvers"] == ["role:finance-managers"]
+                return bool(pending) and pending[0]["approvers"] == ["user:mona"]  # amy's manager, instead
 
             wait_for(escalated, timeout=30)
             records = client.get("/api/sessions/exp-1/audit").json()["records"]
-            assert "escalated" in [r["action"] for r in records]
+            (escalation,) = [r for r in records if r["action"] == "escalated"]
+            assert (escalation["detail"]["step"], escalation["detail"]["of"]) == (1, 2)
+            assert (escalation["detail"]["from"], escalation["detail"]["to"]) == (["user:amy"], ["user:mona"])
             wait_for(lambda: client.get("/api/sessions/exp-1").json()["status"] == "failed", timeout=30)
             final = client.get("/api/sessions/exp-1").json()
             assert final["decisions"][0]["outcome"] == "expired"
@@ -66,8 +68,13 @@ def test_expense_deadline_reminds_escalates_and_expires(tmp_path: Path) -> None:
             assert actions == ["started", "escalated", "expired"]
         mails = mails_for(host, "exp-1")
         assert any("Reminder" in m.get("subject", "") and m["to"] == ["amy@example.com"] for m in mails), mails
-        # escalated to finance-managers: mona, the one member, is e-mailed
-        assert any("Escalated" in m.get("subject", "") and m["to"] == ["mona@example.com"] for m in mails), mails
+        # escalated to amy's manager: mona is e-mailed, told why and which step of the chain it is
+        escalations = [m for m in mails if "Escalated" in m.get("subject", "")]
+        assert [m["to"] for m in escalations] == [["mona@example.com"]], mails
+        assert "Escalated (step 1 of 2)" in escalations[0]["subject"]
+        body = escalations[0].get("text") or escalations[0].get("text_body") or ""
+        assert "Escalated to you: no decision by " in body and " from user:amy." in body, body
+        assert "This is step 1 of 2 of the request's escalation chain." in body, body
     finally:
         host.stop()
 
@@ -96,7 +103,7 @@ def test_expense_decided_before_deadline_ends_the_orchestration(tmp_path: Path) 
         with host.client("adam") as admin:  # an admin reads everything, but only approvers decide
             assert admin.post("/api/sessions/exp-2/responses", json=body).status_code == 403
             assert admin.get("/api/sessions/exp-2").json()["status"] == "pending"
-        # nobody else may decide, so amy's own request waits for her deadline... unless escalation: it escalates
+        # nobody else may decide, so amy's own request waits for her deadline, then escalates to her manager
         with host.client("mona") as mona:
             wait_for(lambda: mona.get("/api/sessions/exp-2").status_code == 200, timeout=30)
             decided = mona.post("/api/sessions/exp-2/responses", json=body)

@@ -1,6 +1,8 @@
 """The deadline orchestrator, replayed by the real azure-functions-durable SDK (local Durable runtime).
 
-Paths: decided before the deadline, reminders then expiry, auto-respond, escalate then expire.
+Paths of the older ``deadline`` + ``timeout_policy`` form (read as a one- or two-step escalation
+chain; chains as data: test_escalation_chain.py): decided before the deadline, reminders then
+expiry, auto-respond, escalate then expire.
 """
 
 from __future__ import annotations
@@ -173,3 +175,11 @@ async def test_escalation_moves_the_request_then_it_expires(durable: LocalDurabl
     assert [r.action for r in audit.records] == ["started", "escalated", "expired"]
     assert audit.records[1].detail["to"] == ["role:directors"]
     assert "hitl.request.escalated" in event_types()
+    # read as a two-step chain: the escalation at the deadline, then `then` after extend_seconds
+    assert status.output["steps"] == ["escalated", "expired"]  # type: ignore[index]
+    publisher = get_runtime().service.publisher
+    assert isinstance(publisher, InMemoryEventPublisher)
+    (escalated,) = [e for e in publisher.events if e["type"] == "hitl.request.escalated"]
+    assert {k: escalated["data"]["escalation"][k] for k in ("step", "of", "action", "mode", "to")} == {
+        "step": 1, "of": 2, "action": "escalate", "mode": "replace", "to": ["role:directors"]}
+    assert escalated["data"]["escalated_from"] == []

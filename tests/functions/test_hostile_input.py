@@ -339,7 +339,7 @@ SAMPLES: dict[str, Any] = {
     "response_type": "ReviewDecision", "expected": None, "actual": "v2", "size": 3_000_000, "limit": 2_000_000,
     "retry_after": 1.5, "event_id": "e-1", "channels": ["email"], "channel": "email", "target": "amy@example.com",
     "attempts": 3, "failures": {"email": ValueError("smtp down")}, "delivered": ["webhook"], "expired": False,
-    "instance_id": "i-1",
+    "instance_id": "i-1", "kind": "cycle",
     "claimed_by": "fay", "claimed_until": "2026-01-02T03:34:05+00:00",
     "vote": {"voter": "fay", "approve": True, "result": {"approved": True, "comment": None}, "via": "link",
              "at": "2026-01-02T03:04:05+00:00"},

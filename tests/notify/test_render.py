@@ -221,3 +221,35 @@ def test_a_quorum_request_tells_how_many_votes_are_needed_and_who_voted() -> Non
     assert "1 so far (fay approved)" in notification.html
     plain = render({**event, "data": {k: v for k, v in data.items() if k not in ("approval", "votes")}})
     assert "Votes:" not in plain.text and "approvals needed" not in plain.html
+
+
+def test_a_policy_whose_first_answer_decides_shows_no_votes() -> None:
+    """A quorum-1 policy is kept on a request for its escalation chain (or claim rule): no "1 approvals needed"."""
+    approval = {"quorum": 1, "veto": True, "escalation": [{"after_seconds": 60, "action": "expire"}]}
+    note = render_notification(make_event(approval=approval), now=NOW)
+    assert "Votes:" not in note.text and "approvals needed" not in note.html
+
+
+def test_an_escalation_step_says_which_step_and_why_the_reader_gets_it() -> None:
+    from hitl_core.notify.models import Recipient
+
+    escalation = {"step": 2, "index": 1, "of": 3, "action": "escalate", "mode": "replace", "from": ["user:amy"],
+                  "to": ["user:mona"], "missed_deadline": "2025-03-01T09:30:00.123456+00:00"}
+    event = make_event(event_type="hitl.request.escalated", escalated_from=["user:amy"], approvers=["user:mona"],
+                       escalation=escalation)
+    mona = Recipient(email="mona@example.com", person_id="mona", decide_url="https://hitl.example.com/d?token=m")
+    personal = render_notification(event, now=NOW, recipient=mona)
+    assert personal.subject.startswith("[hitl] Escalated (step 2 of 3): Approval needed: content-review")
+    assert ("Escalated to you: no decision by 2025-03-01T09:30:00+00:00 from user:amy. "
+            "This is step 2 of 3 of the request's escalation chain.") in personal.text
+    assert "Escalated to you: no decision by 2025-03-01T09:30:00+00:00" in personal.html
+    webhook = render_notification(event, now=NOW)  # not one person's copy: says to whom
+    assert "Escalated to user:mona: no decision by 2025-03-01T09:30:00+00:00 from user:amy." in webhook.text
+    reminder = render_notification(make_event(event_type="hitl.request.reminder",
+                                              escalation={"step": 1, "of": 3, "action": "remind"}), now=NOW)
+    assert "Reminder (escalation step 1 of 3): this request is still waiting for a decision." in reminder.text
+    # what a producer may get wrong is ignored, never fatal
+    odd = render_notification(make_event(event_type="hitl.request.escalated", escalated_from=["bob"],
+                                         escalation={"step": "two", "of": None}), now=NOW)
+    assert odd.subject.startswith("[hitl] Escalated: ") and "no decision from bob in time" in odd.text
+    assert render_notification(make_event(event_type="hitl.request.escalated", escalation="x"), now=NOW).subject

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.storage.test_policy_model import voters_and_delegates_vote_at_once
 from tests.storage.test_votes import CONCURRENT, everyone_votes_at_once, play, service_on
 
 from .conftest import StorageFactory
@@ -22,3 +23,7 @@ async def test_a_veto_and_a_duplicate_vote_on_cosmos(make_storage: StorageFactor
     storage = await make_storage()
     await play(storage, ["ann", "bob", "cy"], 2, True, [("ann", True), ("ann", True), ("bob", False), ("cy", True)])
     await play(storage, ["ann", "bob", "cy"], "all", False, [("ann", False), ("bob", True), ("cy", True)])
+
+
+async def test_voters_and_delegates_at_once_on_cosmos(make_storage: StorageFactory) -> None:
+    await voters_and_delegates_vote_at_once(service_on(await make_storage()), 6, 3)

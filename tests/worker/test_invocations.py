@@ -740,7 +740,7 @@ async def test_activity_apply_timeout_matches_the_devhost_run(
         views[side] = normalised({"session": read_w.body, "audit": records},
                                  {sid: "<session>", request["call_id"]: "<call>"})
     assert views["worker"] == views["devhost"]
-    assert views["worker"]["session"]["pending_requests"][0]["approvers"] == ["role:finance-managers"]
+    assert views["worker"]["session"]["pending_requests"][0]["approvers"] == ["user:mona"]
     assert views["worker"]["session"]["pending_requests"][0]["subject"] == "erin"
     assert [(r["action"], r["actor"]) for r in views["worker"]["audit"]][:1] == [("started", "ed")]
     assert [r["action"] for r in views["worker"]["audit"]] == ["started", "escalated"]
