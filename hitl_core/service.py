@@ -731,16 +731,21 @@ class HitlService:
         try:
             async with gate.lock:
                 stored, gate.latest = gate.latest or await self._load(session_id), None
-                opts = await self._respond(stored, call_id, result, caller, on_behalf_of)
-                if opts.saved is not None:  # the next in the queue starts from this write (its own copy)
-                    gate.latest = opts.saved.model_copy(deep=True)
+                saved = (await self._respond(stored, call_id, result, caller, on_behalf_of)).saved
+                assert saved is not None
+                view = self.session_view(saved.checkpoint)
+                # what this write announced, on a list of its own: the next answer may add to the outbox
+                announced = StoredCheckpoint.model_construct(
+                    checkpoint=saved.checkpoint.model_copy(update={"outbox": list(saved.checkpoint.outbox)}),
+                    version=saved.version)
+                if gate.users > 1:  # someone is queued: they start from this write
+                    gate.latest = saved
         finally:
             gate.users -= 1
             if not gate.users:
                 del self._gates[session_id]
-        await self._publish(opts.saved)
-        assert opts.saved is not None
-        return self.session_view(opts.saved.checkpoint)
+        await self._publish(announced)
+        return view
 
     async def _respond(self, stored: StoredCheckpoint, call_id: str, result: Any, caller: Caller | None,
                        on_behalf_of: str | None) -> RunOptions:

@@ -2,10 +2,12 @@
 
 The poll workflow of tests/storage/test_votes.py asks named voters under a random quorum and veto.
 Hypothesis draws sequences of acts by voters and by outsiders (``sam``, ``tom``): votes, claims,
-releases, delegations set and ended. Each act goes through the service; its answer, the stored
-outcome, the votes (who for whom), the one resume and the audit must equal what the model below
-says — written plainly here, on purpose without the service's own rules. A concurrency check then
-has voters and delegates voting at once on every backend.
+releases, delegations set and ended, and — when the request has an escalation chain (a reminder,
+then expiry) — the deadline orchestration applying a step, again or out of turn. Each act goes
+through the service; its answer, the stored outcome, the votes (who for whom), the one resume and
+the audit must equal what the model below says — written plainly here, on purpose without the
+service's own rules. A concurrency check then has voters and delegates voting at once on every
+backend.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hitl_core import CheckpointStorage, SqliteCheckpointStorage
@@ -52,6 +54,7 @@ class Model:
     delegations: dict[str, str] = field(default_factory=dict)  # delegator -> delegate
     votes: list[tuple[str, str | None, bool]] = field(default_factory=list)  # (voter, by, approve)
     outcome: str | None = None
+    step: int = 0  # the escalation chain's next step: 0 remind, 1 expire
     claim: str | None = None
     acted: set[str] = field(default_factory=set)  # outsiders who acted keep sight of the session
 
@@ -108,13 +111,24 @@ class Model:
                 return "refused"
             self.claim = None
             return "ok"
-        if person not in self.voters and not any(
-                d == person and a in self.voters for a, d in self.delegations.items()):
+        if self.acting_for(person) is None:  # only someone who may still decide may claim
             return "refused"
         if self.claim is not None and self.claim != person:
             return "claimed"
         self.claim = person
         return "ok"
+
+    def escalate(self, index: int) -> str:
+        """The deadline orchestration applies step ``index`` (perhaps again, perhaps late)."""
+        if self.outcome is not None:
+            return "decided"
+        if index != self.step:
+            return "skipped"
+        self.step += 1
+        if index == 0:
+            return "reminded"
+        self.outcome, self.claim = "expired", None
+        return "expired"
 
     def delegate(self, delegator: str, delegate: str) -> str:
         step, seen = delegate, {delegator, delegate}
@@ -145,6 +159,8 @@ async def perform(service: HitlService, session_id: str, call_id: str, act: Act)
             await service.delegations.put(person, DelegationBody(delegate=arg, ends_at=ends), caller)
         elif kind == "end":
             await service.delegations.end(person, caller)
+        elif kind == "step":
+            return (await service.escalations.apply(session_id, call_id, arg)).outcome
     except (NotAuthorizedError, SessionNotFoundError):
         return "refused"
     except RequestClaimedError:
@@ -166,16 +182,18 @@ def expected(model: Model, act: Act) -> str:
         return model.take(person, kind == "release")
     if kind == "delegate":
         return model.delegate(person, arg)
+    if kind == "step":
+        return model.escalate(arg)
     model.delegations.pop(person, None)
     return "ok"
 
 
-async def play(storage: CheckpointStorage, voters: list[str], quorum: int | str, veto: bool,
+async def play(storage: CheckpointStorage, voters: list[str], quorum: int | str, veto: bool, chain: bool,
                acts: list[Act]) -> None:
     service = service_on(storage)
     session_id = f"m-{uuid.uuid4().hex[:10]}"
     started = await service.start("poll", session_id=session_id, caller=Caller(user="host"),
-                                  input={"voters": voters, "quorum": quorum, "veto": veto})
+                                  input={"voters": voters, "quorum": quorum, "veto": veto, "chain": chain})
     call_id = started.session.pending_requests[0].call_id
     model = Model(voters=voters, needed=len(voters) if quorum == "all" else int(quorum), veto=veto)
     for act in acts:
@@ -183,7 +201,10 @@ async def play(storage: CheckpointStorage, voters: list[str], quorum: int | str,
         assert answer == expected(model, act), (act, acts, voters, quorum, veto)
     view = await service.get_session(session_id)
     votes = [(voter, by) for voter, by, _ in model.votes]
-    if model.outcome is None:
+    if model.outcome == "expired":  # nobody decided in time: the session failed, the workflow never resumed
+        assert view.status == "failed" and RUNS.get(session_id, 0) == 0
+        assert [d["outcome"] for d in view.decisions] == ["expired"]
+    elif model.outcome is None:
         assert view.status == "pending" and RUNS.get(session_id, 0) == 0
         stored = view.pending_requests[0]
         assert [(v["voter"], v.get("by")) for v in stored.votes] == votes
@@ -201,7 +222,7 @@ async def play(storage: CheckpointStorage, voters: list[str], quorum: int | str,
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[list[str], int | str, bool, list[Act]]:
+def scenarios(draw: st.DrawFn) -> tuple[list[str], int | str, bool, bool, list[Act]]:
     voters = VOTERS[: draw(st.integers(min_value=2, max_value=4))]
     quorum: int | str = draw(st.one_of(st.integers(min_value=1, max_value=len(voters)), st.just("all")))
     veto = draw(st.booleans())
@@ -211,12 +232,21 @@ def scenarios(draw: st.DrawFn) -> tuple[list[str], int | str, bool, list[Act]]:
     delegate = person.flatmap(lambda p: st.tuples(st.just("delegate"), st.just(p),
                                                   st.sampled_from([q for q in PEOPLE if q != p])))
     end = st.tuples(st.just("end"), person, st.none())
-    acts = draw(st.lists(st.one_of(vote, vote, claim, delegate, delegate, end), min_size=1, max_size=14))
-    return voters, quorum, veto, acts
+    chain = draw(st.booleans())
+    step = st.tuples(st.just("step"), st.just("system"), st.integers(min_value=0, max_value=1))
+    kinds = [vote, vote, claim, delegate, delegate, end, *([step, step] if chain else [])]
+    acts = draw(st.lists(st.one_of(*kinds), min_size=1, max_size=14))
+    return voters, quorum, veto, chain, acts
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(scenario=scenarios())
+@example(scenario=(["ann", "bob"], 2, False, True, [
+    ("step", "system", 0), ("step", "system", 0), ("vote", "ann", True), ("step", "system", 1), ("vote", "bob", True),
+    ("claim", "bob", None)]))
+@example(scenario=(["ann", "bob", "cy"], "all", True, False, [
+    ("delegate", "ann", "sam"), ("vote", "sam", True), ("delegate", "bob", "sam"), ("claim", "sam", None),
+    ("vote", "cy", True), ("vote", "sam", True)]))
 def test_votes_claims_and_delegations_match_the_model_on_sqlite(tmp_path: Path, scenario: Any) -> None:
     async def run() -> None:
         storage = SqliteCheckpointStorage(tmp_path / f"{uuid.uuid4().hex}.db")

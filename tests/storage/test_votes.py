@@ -28,6 +28,7 @@ from hitl_core import (
     ApprovalPolicy,
     Approvers,
     CheckpointStorage,
+    EscalationStep,
     Executor,
     RequestInfoExecutor,
     RequestInfoMessage,
@@ -53,6 +54,8 @@ class PollInput(BaseModel):
     voters: list[str]
     quorum: int | Literal["all"]
     veto: bool
+    #: An escalation chain: a reminder after an hour, expiry an hour later.
+    chain: bool = False
 
 
 class Vote(BaseModel):
@@ -71,8 +74,11 @@ class Poll(Executor):
 
     @handler
     async def ask(self, job: PollInput, ctx: WorkflowContext[PollRequest]) -> None:
+        chain = (EscalationStep(after_seconds=3600, action="remind"),
+                 EscalationStep(after_seconds=3600, action="expire")) if job.chain else ()
         await ctx.send_message(PollRequest(question="ship it?", approvers=Approvers(users=job.voters),
-                                           approval=ApprovalPolicy(quorum=job.quorum, veto=job.veto)),
+                                           approval=ApprovalPolicy(quorum=job.quorum, veto=job.veto,
+                                                                   escalation=chain)),
                                target_id="request_info")
 
     @handler
