@@ -144,6 +144,8 @@ def _banner(host: Any, app_spec: str, applied: dict[str, str], worker_note: str 
     if worker_note:
         lines += [f"  {worker_note}", ""]
     lines.append(f"  API            {host.api_url}")
+    if any(t == "app/inbox" for _, t, _m in host.http_routes):
+        lines.append(f"  Reviewer app   {host.api_url}/app/inbox  (sign in as any demo person)")
     lines.append(f"  Functions      {host.base_url}/api/_dev/functions")
     smtp = f" (SMTP sink 127.0.0.1:{host.smtp.port}; also {host.mailbox.path})" if host.smtp else ""
     lines.append(f"  Mailbox        {host.mailbox_url}{smtp}")

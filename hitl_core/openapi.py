@@ -42,7 +42,8 @@ def _json(model: type[BaseModel]) -> dict[str, Any]:
 
 def _pages(codes: dict[int, str]) -> dict[str, Any]:
     """Decision-link answers: small HTML pages (``codes``: status -> when)."""
-    return {str(code): {"description": why, "content": {"text/html": {"schema": {"type": "string"}}}}
+    return {str(code): {"description": why} if 300 <= code < 400 else
+            {"description": why, "content": {"text/html": {"schema": {"type": "string"}}}}
             for code, why in codes.items()}
 
 
@@ -66,6 +67,55 @@ def _start_body(name: str, input_model: type[BaseModel]) -> type[BaseModel]:
         session_id=(str | None, StartBody.model_fields["session_id"]),
         input=(input_model, ...),
     )
+
+
+def _app_pages(session_id: dict[str, Any]) -> dict[str, Any]:
+    """The reviewer app (``/api/app``): HTML pages for people, not an API; listed so every route is known."""
+    call_id = _path_param("call_id", ID_PATTERN)
+    signed_in = {200: "The page", 303: "Not signed in: to the sign-in page", 404: "Not found, or not yours to see"}
+    posted = {303: "Done: back to the page", 403: "Not allowed, or the form's CSRF token is stale",
+              409: "Decided or claimed by someone else meanwhile (the page says by whom)",
+              422: "An answer needs attention (shown next to its field); nothing recorded"}
+
+    def op(name: str, summary: str, codes: dict[int, str], *params: dict[str, Any]) -> dict[str, Any]:
+        return {"operationId": name, "summary": summary, "security": [], "parameters": list(params),
+                "responses": _pages(codes)}
+
+    form = {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}
+    return {
+        "/api/app": {"get": op("appHome", "The reviewer app: to the inbox", {303: "To /api/app/inbox"})},
+        "/api/app/inbox": {"get": op("appInbox", "What I may decide now (filters: workflow, due=soon, "
+                                                 "claimed=me; paged)", signed_in)},
+        "/api/app/sessions/{session_id}/requests/{call_id}": {
+            "get": op("appRequest", "A request: its data, who decides, votes, the decision form", signed_in,
+                      session_id, call_id),
+            "post": {**op("appDecide", "Answer through the form", {**signed_in, **posted}, session_id, call_id),
+                     "requestBody": {"required": True, "content": form}}},
+        "/api/app/sessions/{session_id}/requests/{call_id}/claim": {"post": {
+            **op("appClaim", "Claim or release (action=claim|release)", posted, session_id, call_id),
+            "requestBody": {"required": True, "content": form}}},
+        "/api/app/sessions/{session_id}": {"get": op("appSession", "A session and its verified audit trail",
+                                                     signed_in, session_id)},
+        "/api/app/history": {"get": op("appHistory", "Sessions I started or acted on", signed_in)},
+        "/api/app/delegation": {
+            "get": op("appDelegation", "My out-of-office delegate", signed_in),
+            "post": {**op("appSetDelegation", "Set or end my delegate", {**signed_in, **posted}),
+                     "requestBody": {"required": True, "content": form}}},
+        "/api/app/signin": {
+            "get": op("appSignIn", "Local development: pick who you are (Azure: App Service Authentication)",
+                      {200: "People of the directory", 303: "Under easyauth: to /.auth/login/aad"}),
+            "post": {**op("appSignInAs", "Local development: sign in as a person of the directory",
+                          {303: "Signed in", 422: "Not a person of the directory"}),
+                     "requestBody": {"required": True, "content": form}}},
+        "/api/app/signout": {"post": op("appSignOut", "Sign out", {303: "Signed out"})},
+        "/api/app/static/{name}": {"get": {
+            **op("appStatic", "The app's stylesheet and script", {}, _path_param("name", r"^app\.(css|js)$")),
+            "responses": {"200": {"description": "The file", "content": {
+                              "text/css": {"schema": {"type": "string"}},
+                              "text/javascript": {"schema": {"type": "string"}}}},
+                          "404": {"description": "No such file",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+    }
 
 
 def openapi_document(workflows: Mapping[str, type[BaseModel]], *, server_url: str = "/") -> dict[str, Any]:
@@ -190,6 +240,7 @@ def openapi_document(workflows: Mapping[str, type[BaseModel]], *, server_url: st
                                     422: "The answer does not match the request's response type",
                                     503: "Storage unavailable; try again later"})},
         },
+        **_app_pages(session_id),
         "/api/openapi.json": {"get": {
             "operationId": "openapi", "summary": "This document (anonymous)", "security": [],
             "responses": {"200": {"description": "The OpenAPI 3.1 document",

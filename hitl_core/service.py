@@ -94,6 +94,15 @@ class TimeoutOutcome:
     deadline: dt.datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SessionRef:
+    """Which session a request belongs to, for views built from inbox rows (a whole checkpoint model per
+    row cost about a millisecond each, most of an inbox page)."""
+
+    session_id: str
+    workflow: str
+
+
 @dataclass
 class _Gate:
     """Where answers to one session queue in this process, and the state the last one wrote."""
@@ -161,6 +170,25 @@ class HitlService:
         if stored is None:
             raise SessionNotFoundError(session_id)
         return stored
+
+    def request_schema(self, pending: PendingRequest) -> dict[str, Any]:
+        """JSON Schema of the request's own type (field titles and descriptions, for readable pages)."""
+        key = ("request", pending.request_type, "")
+        cached = self._schema_cache.get(key)
+        if cached is None:
+            try:
+                cached = response_json_schema(type(decode(pending.request)))
+            except HitlError:
+                cached = {}
+            self._schema_cache[key] = cached
+        return cached
+
+    async def readable_session(self, session_id: str, caller: Caller) -> tuple[WorkflowCheckpoint, Identity]:
+        """The stored session if ``caller`` may read it (else "not found") and who they are: for pages
+        that show more than the session view (request schemas, claims), from one read."""
+        stored, who = await self._load_visible(session_id, caller)
+        assert who is not None
+        return stored.checkpoint, who
 
     def _response_schema(self, workflow: str, pending: PendingRequest) -> dict[str, Any]:
         key = (workflow, pending.executor_id, pending.request_type)
@@ -230,7 +258,7 @@ class HitlService:
         return [Recipient(email=address, decide_url=self.decide_url(request.session_id, request.call_id))
                 for address in self.settings.notify_default_recipients]
 
-    def request_view(self, cp: WorkflowCheckpoint, pending: PendingRequest) -> RequestView:
+    def request_view(self, cp: WorkflowCheckpoint | SessionRef, pending: PendingRequest) -> RequestView:
         """The API view of a pending request (no decision link: links are minted per recipient)."""
         holder = pending.live_claim(utcnow())
         return RequestView(
@@ -885,8 +913,7 @@ class HitlService:
                                                             continuation=continuation, limit=limit)
         items = []
         for entry in page.items:
-            cp_stub = WorkflowCheckpoint.model_construct(session_id=entry.session_id, workflow=entry.workflow)
-            items.append(self.request_view(cp_stub, entry.request))
+            items.append(self.request_view(SessionRef(entry.session_id, entry.workflow), entry.request))
         return InboxPage(items=items, continuation=page.continuation)
 
     async def audit(self, session_id: str, *, verify: bool = False, caller: Caller | None = None) -> AuditView:

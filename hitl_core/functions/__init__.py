@@ -14,9 +14,9 @@ from .runtime import configure, get_runtime, reset_runtime
 
 def blueprints() -> list[df.Blueprint]:
     """Every blueprint of the service, in registration order."""
-    from . import decide, durable, events, http
+    from . import decide, durable, events, http, webapp
 
-    return [http.bp, decide.bp, events.bp, durable.bp]
+    return [http.bp, decide.bp, webapp.bp, events.bp, durable.bp]
 
 
 __all__ = ["blueprints", "configure", "get_runtime", "reset_runtime"]

@@ -15,10 +15,7 @@ strict security headers.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import html
-import json
 import urllib.parse
 from typing import Any
 
@@ -26,6 +23,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from ..access import Caller
+from ..checkpoint.models import utcnow
 from ..errors import (
     HitlError,
     NotAuthorizedError,
@@ -37,32 +35,30 @@ from ..errors import (
 )
 from ..links import DecisionClaims, LinkTokenError
 from ..views import RequestView
+from ..webapp import render
+from ..webapp.forms import DECISION, Form, build_form, field_errors, read_answer
+from ..webapp.present import due, rows
 from ..workflow.policy import ApprovalPolicy
 from ..workflow.request_info import split_entries
 from .identity import caller_from_request, link_caller
 from .runtime import get_runtime
 
 bp = df.Blueprint()
+CSP = ("default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'")
 
-_STYLE = "body{font-family:system-ui,sans-serif;max-width:42rem;margin:2rem auto;padding:0 1rem;color:#1b1b1b}" \
-         "dt{font-weight:600}dd{margin:0 0 .6rem 0;white-space:pre-wrap}" \
-         "button{padding:.5rem 1.2rem;margin-right:.5rem;border-radius:4px;border:1px solid #555}" \
-         ".approve{background:#0b6b2b;color:#fff}.reject{background:#a4161a;color:#fff}"
-_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; form-action 'self'; "
-                               "frame-ancestors 'none'; base-uri 'none'",
+    "Content-Security-Policy": CSP,
 }
 
 
 def page(title: str, body: str, status: int = 200) -> func.HttpResponse:
-    document = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-                f"<meta name='robots' content='noindex'><style>{_STYLE}</style></head>"
-                f"<body><h1>{html.escape(title)}</h1>{body}</body></html>")
+    """A message page in the reviewer app's look; ``body`` is HTML its caller escaped."""
+    document = render("raw.html", title=title, body=body, me=None, dev=False, csrf="")
     return func.HttpResponse(document, status_code=status, mimetype="text/html", charset="utf-8",
                              headers=dict(SECURITY_HEADERS))
 
@@ -127,7 +123,9 @@ async def _label(person_id: Any) -> str:
 def _refused(exc: Exception) -> func.HttpResponse:
     if isinstance(exc, LinkTokenError):
         if exc.expired:
-            return page("Link expired", "<p>This decision link has expired. Ask for a new one.</p>", 410)
+            return page("Link expired", "<p>This decision link has expired, so it can no longer decide anything. "
+                        "If the request still waits for you, open it from <a href='/api/app/inbox'>your inbox</a> "
+                        "in the reviewer app.</p>", 410)
         return page("Link not valid", f"<p>{html.escape(str(exc))}.</p>", 403)
     if isinstance(exc, SessionNotFoundError):
         return page("Not found", "<p>This request does not exist any more.</p>", 410)
@@ -175,34 +173,39 @@ async def decide_page(req: func.HttpRequest) -> func.HttpResponse:
             who = f"{who} for {await _label(acting.on_behalf_of)}"
     except (HitlError, LinkTokenError) as exc:  # opening a link never writes, not even a refusal record
         return _refused(exc)
-    rows = "".join(f"<dt>{html.escape(str(k))}</dt><dd>{html.escape(json.dumps(v) if not isinstance(v, str) else v)}"
-                   f"</dd>" for k, v in request.data.items())
-    deadline = html.escape(request.deadline.isoformat()) if request.deadline else "none"
-    text_field = _text_field(request.response_schema)
-    comment = (f"<p><label>{html.escape(text_field)}<br><textarea name='text' rows='4' cols='60'></textarea>"
-               f"</label></p>") if text_field else ""
-    quorum = ""
-    needed = _approvals_needed(request)
-    if needed is not None:
-        approvals = sum(1 for v in request.votes if v.get("approve"))
-        voters = ", ".join(html.escape(str(v.get("voter")) + (f" (by {v['by']})" if v.get("by") else ""))
-                           for v in request.votes) or "nobody yet"
-        veto = "One rejection ends it." if (request.approval or {}).get("veto", True) else ""
-        quorum = f"<p>Approvals needed: <b>{needed}</b>; so far {approvals} ({voters} voted). {veto}</p>"
-    body = (f"<p>Deciding as <b>{html.escape(who)}</b>.</p>{quorum}"
-            f"<p>Workflow <b>{html.escape(request.workflow)}</b>, session <code>{html.escape(request.session_id)}"
-            f"</code>. Deadline: {deadline}.</p><dl>{rows}</dl>"
-            f"<form method='post' action='decide'><input type='hidden' name='token' value='{html.escape(token or '')}'>"
-            f"{comment}<button class='approve' name='decision' value='approve'>Approve</button>"
-            f"<button class='reject' name='decision' value='reject'>Reject</button></form>")
-    return page("Decision needed", body)
+    return await _link_page(claims, token or "", request, who)
+
+
+async def _link_page(claims: DecisionClaims, token: str, request: RequestView, who: str, *, form: Form | None = None,
+                     status: int = 200, notice: str = "") -> func.HttpResponse:
+    """The request as the reviewer app shows it, with the same generated form (the token rides in it)."""
+    service = get_runtime().service
+    stored = await service.storage.load(claims.session_id)
+    pending = stored.checkpoint.find_pending(claims.call_id) if stored else None
+    schema = service.request_schema(pending) if pending is not None else {}
+    now = utcnow()
+    users = [e.split(":", 1)[1] for e in request.approvers if e.startswith("user:")]
+    labels = {u: await _label(u) for u in users}
+    approvers = ", ".join(labels.get(e.split(":", 1)[1], e) if e.startswith("user:") else
+                          f"everyone in the {e.split(':', 1)[1]} role" for e in request.approvers) or "anyone signed in"
+    voters = ", ".join(str(v.get("voter")) + (f" (by {v['by']})" if v.get("by") else "") for v in request.votes)
+    form = form or build_form(request.response_schema,
+                              decision_field=(request.approval or {}).get("decision_field", "approved"))
+    document = render("link.html", title="Decision needed", me=None, dev=False, csrf="", deciding_as=who,
+                      request=request, rows=rows(request.data, schema, now), due=due(request.deadline, now),
+                      approvers=approvers, needed=_approvals_needed(request),
+                      approvals=sum(1 for v in request.votes if v.get("approve")), voters=voters or "nobody yet",
+                      form=form, action="decide", token=token, notice=notice)
+    return func.HttpResponse(document, status_code=status, mimetype="text/html", charset="utf-8",
+                             headers=dict(SECURITY_HEADERS))
 
 
 @bp.route(route="decide", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def decide_submit(req: func.HttpRequest) -> func.HttpResponse:
-    form = urllib.parse.parse_qs((req.get_body() or b"")[:65536].decode("utf-8", "replace"))
+    form = urllib.parse.parse_qs((req.get_body() or b"")[:65536].decode("utf-8", "replace"),
+                                 keep_blank_values=True, max_num_fields=200)
     token: str | None = (form.get("token") or [""])[0] or None
-    decision = (form.get("decision") or [""])[0]
+    decision = (form.get("decision") or [""])[0]  # the short form: decision=approve|reject, text=...
     text = (form.get("text") or [""])[0]
     try:
         claims = _claims(token)
@@ -213,7 +216,8 @@ async def decide_submit(req: func.HttpRequest) -> func.HttpResponse:
     try:
         if caller.user is None:
             return _sign_in_page(req)
-        if decision not in ("approve", "reject"):
+        generated = DECISION in form or any(k not in ("token", "decision", "text") for k in form)
+        if not generated and decision not in ("approve", "reject"):
             return page("Invalid answer", "<p>Choose Approve or Reject.</p>", 400)
         request = await _pending(claims)
         if request is None:
@@ -224,11 +228,25 @@ async def decide_submit(req: func.HttpRequest) -> func.HttpResponse:
         if reason is not None:
             await service.audit_refusal(claims.session_id, claims.call_id, caller, reason)
             return page("Not allowed", f"<p>{html.escape(reason)}</p>", 403)
-        result: dict[str, Any] = {"approved": decision == "approve"}
-        field = _text_field(request.response_schema)
-        if field and text:
-            result[field] = text
-        view = await service.respond(claims.session_id, claims.call_id, result, caller=caller)
+        answer_form = build_form(request.response_schema,
+                                 decision_field=(request.approval or {}).get("decision_field", "approved"))
+        if generated:  # the page's own form, generated from the response schema
+            result, readable = read_answer(answer_form, form)
+            if not readable:
+                return await _link_page(claims, token or "", request, await _label(caller.user), form=answer_form,
+                                        status=422, notice="Some answers need attention; nothing was recorded.")
+            decision = "approve" if result.get(answer_form.decision.name if answer_form.decision else "") else "reject"
+        else:
+            result = {"approved": decision == "approve"}
+            field = _text_field(request.response_schema)
+            if field and text:
+                result[field] = text
+        try:
+            view = await service.respond(claims.session_id, claims.call_id, result, caller=caller)
+        except ResponseValidationError as exc:
+            field_errors(answer_form, exc.errors)
+            return await _link_page(claims, token or "", request, await _label(caller.user), form=answer_form,
+                                    status=422, notice="Some answers need attention; nothing was recorded.")
     except (RequestAlreadyHandledError, UnknownRequestError, SessionClosedError):
         await service.audit_refusal(claims.session_id, claims.call_id, caller,
                                     "decision link used after the request was decided or closed")

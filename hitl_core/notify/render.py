@@ -70,7 +70,7 @@ def render_notification(
         request = request.model_copy(update={"decide_url": recipient.decide_url})
     decide_url, fallback = _decide_link(request, base_url)
     deadline = _deadline(request.deadline, moment)
-    fields = list(_data_fields(request.data))
+    fields = list(_data_fields(request.data, moment))
     expected = describe_response_schema(request.response_schema)
     return Notification(
         event_id=cloud_event.id,
@@ -201,13 +201,17 @@ def relative_time(when: datetime, now: datetime) -> str:
     return f"in {phrase}" if seconds >= 0 else f"overdue by {phrase}"
 
 
-def _data_fields(data: Any) -> Iterable[tuple[str, str]]:
+def _data_fields(data: Any, now: datetime | None = None) -> Iterable[tuple[str, str]]:
+    """The request's fields as the reviewer app shows them (labels, money with its currency, times)."""
+    from ..webapp.present import rows
+
     if isinstance(data, dict):
-        items = list(data.items())
-        for key, value in items[:MAX_FIELDS]:
-            yield _truncate(_one_line(str(key)), 100), _format_value(value)
-        if len(items) > MAX_FIELDS:
-            yield "\u2026", f"{len(items) - MAX_FIELDS} more field(s) not shown"
+        shown = rows({str(k): v for k, v in data.items()}, {}, now or datetime.now(UTC))
+        for row in shown[:MAX_FIELDS]:
+            text = f"{row.text} ({row.relative})" if row.relative else row.text
+            yield _truncate(_one_line(row.label), 100), _truncate(text, MAX_VALUE_CHARS)
+        if len(shown) > MAX_FIELDS:
+            yield "\u2026", f"{len(shown) - MAX_FIELDS} more field(s) not shown"
     elif data is not None and data != "":
         yield "value", _format_value(data)
 

@@ -64,7 +64,7 @@ def press(link: str, decision: str, text: str = "") -> tuple[str, httpx.Response
         assert page.status_code == 200, page.text
         match = re.search(r"Deciding as <b>([^<]+)</b>", page.text)
         assert match, page.text
-        token = html.unescape(re.search(r"name='token' value='([^']+)'", page.text).group(1))  # type: ignore[union-attr]
+        token = html.unescape(re.search(r"""name=["']token["'] value=["']([^"']+)["']""", page.text).group(1))  # type: ignore[union-attr]
         form = {"token": token, "decision": decision, **({"text": text} if text else {})}
         return html.unescape(match.group(1)), browser.post(link.split("?")[0], data=form)
 

@@ -73,7 +73,7 @@ def test_start_inbox_email_link_decision_completed(host: LocalHost) -> None:
         page = client.get(link)  # opening the link (a mail scanner would) decides nothing
         assert page.status_code == 200 and "Approve" in page.text
         assert client.get("/api/sessions/e2e-1").json()["status"] == "pending"
-        token = html.unescape(re.search(r"name='token' value='([^']+)'", page.text).group(1))  # type: ignore[union-attr]
+        token = html.unescape(re.search(r"""name=["']token["'] value=["']([^"']+)["']""", page.text).group(1))  # type: ignore[union-attr]
         done = client.post("/api/decide", data={"token": token, "decision": "approve"})
         assert done.status_code == 200 and "approved" in done.text
         session = client.get("/api/sessions/e2e-1").json()

@@ -34,8 +34,8 @@ def test_created_subject_and_text_carry_summary_deadline_link_and_answer() -> No
     assert "Call id:   call-1" in text
     assert "2025-03-03T12:00:00+00:00 (in 2 days)" in text
     assert "Approvers: alice@example.com, editors" in text
-    assert "  title: Publish the Q1 launch post" in text
-    assert '  meta: {"words":2,"tags":["a"]}' in text  # nested values as compact JSON
+    assert "  Title: Publish the Q1 launch post" in text  # labelled as the reviewer app labels it
+    assert "  Meta: words: 2; tags: a" in text  # nested values read as text, not JSON
     assert "approved: boolean (required) - Publish it?" in text
     assert "comment: string | null (optional)" in text
     assert "Decide: https://hitl.example.com/decide?token=abc" in text
@@ -102,8 +102,16 @@ def test_subject_is_one_line_and_values_are_truncated() -> None:
     )
     assert "\n" not in note.subject and "\r" not in note.subject
     assert note.subject.endswith("line one Bcc: victim@example.com")
-    long_line = next(line for line in note.text.splitlines() if line.startswith("  long: "))
-    assert len(long_line) == len("  long: ") + 500 and long_line.endswith("\u2026")
+    long_line = next(line for line in note.text.splitlines() if line.startswith("  Long: "))
+    assert len(long_line) == len("  Long: ") + 500 and long_line.endswith("\u2026")
+
+
+def test_money_and_times_read_as_in_the_reviewer_app() -> None:
+    note = render_notification(make_event(data={"amount": 20000.0, "currency": "EUR",
+                                                "due": "2025-03-02T12:00:00+00:00"}), now=NOW)
+    assert "  Amount: 20,000.00 EUR" in note.text and "Currency" not in note.text
+    assert "  Due: 2025-03-02 12:00 UTC (in 1 day)" in note.text
+    assert "20,000.00 EUR" in note.html
 
 
 def test_summary_falls_back_and_long_summaries_are_cut() -> None:

@@ -1,0 +1,1 @@
+"""Real-browser tests: Playwright for Python driving Debian's chromium; accessibility scans with axe-core."""

@@ -1,0 +1,92 @@
+"""The reviewer app's pages refuse bad input with a readable page and change nothing (no 5xx).
+
+Called through the app's own functions (the browser tests walk the real host)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from hitl_core.events import InMemoryEventPublisher
+from hitl_core.functions import get_runtime
+from tests.functions.conftest import call, http
+from tests.functions.test_authorization import start_expense
+from tests.functions.test_claims import runtime_with
+
+
+@pytest.fixture
+async def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[InMemoryEventPublisher]:
+    async for publisher in runtime_with(tmp_path, monkeypatch, HITL_LINK_SIGNING_KEYS="k" * 32):
+        yield publisher
+
+
+def as_(user: str, **headers: str) -> dict[str, str]:
+    return {"x-hitl-user": "", "x-hitl-roles": "", "cookie": f"hitl_dev_user={user}", **headers}
+
+
+async def test_signed_out_people_are_sent_to_sign_in_and_never_elsewhere(app: InMemoryEventPublisher) -> None:
+    status, _, response = await call("app_inbox", http("GET", "http://h/api/app/inbox",
+                                                       headers={"x-hitl-user": "", "x-hitl-roles": ""}))
+    assert status == 303 and response.headers["Location"].startswith("/api/app/signin?next=")
+    status, _, response = await call("app_signin", http(
+        "POST", "http://h/api/app/signin", raw=b"user=amy&next=https%3A%2F%2Fevil.example%2F",
+        headers={"content-type": "application/x-www-form-urlencoded"}))
+    assert status == 303 and response.headers["Location"] == "/api/app/inbox"  # no open redirect
+    assert "HttpOnly" in response.headers["Set-Cookie"] and "SameSite=Strict" in response.headers["Set-Cookie"]
+    status, page, _ = await call("app_signin", http("POST", "http://h/api/app/signin", raw=b"user=nobody-known",
+                                                    headers={"content-type": "application/x-www-form-urlencoded"}))
+    assert status == 422 and "Choose one of the people listed" in str(page)
+
+
+async def test_a_form_without_its_token_or_with_broken_bytes_decides_nothing(app: InMemoryEventPublisher) -> None:
+    _, view = await start_expense("w-1")
+    call_id = view["pending_requests"][0]["call_id"]
+    url = f"http://h/api/app/sessions/w-1/requests/{call_id}"
+    route = {"session_id": "w-1", "call_id": call_id}
+    for body in (b"__decision=true", b"__decision=true&csrf=forged", b"\xff\xfe__decision=true"):
+        status, page, response = await call("app_request", http("POST", url, raw=body, route=route, headers=as_(
+            "amy", **{"content-type": "application/x-www-form-urlencoded"})))
+        assert status in (400, 403), (body, status)
+        assert response.mimetype == "text/html" and "<h1>" in str(page)
+        assert "unsafe-inline" not in response.headers["Content-Security-Policy"]
+    assert (await get_runtime().service.get_session("w-1")).status == "pending"
+    assert not [r for r in (await get_runtime().service.audit("w-1")).records if r.action == "decided"]
+
+
+@pytest.mark.parametrize(("session_id", "call_id"), [("nope", "x"), ("w-2", "not-a-call"), ("bad id!", "x"),
+                                                     ("w-2", "\u0000")])
+async def test_unknown_or_malformed_ids_are_a_not_found_page(app: InMemoryEventPublisher, session_id: str,
+                                                             call_id: str) -> None:
+    await start_expense("w-2")
+    status, page, _ = await call("app_request", http("GET", "http://h/api/app/x", headers=as_("amy"),
+                                                     route={"session_id": session_id, "call_id": call_id}))
+    assert status == 404 and "Not found" in str(page)
+
+
+async def test_someone_elses_request_is_not_found_and_odd_cookies_are_ignored(app: InMemoryEventPublisher) -> None:
+    _, view = await start_expense("w-3")
+    route = {"session_id": "w-3", "call_id": view["pending_requests"][0]["call_id"]}
+    status, _, _ = await call("app_request", http("GET", "http://h/x", headers=as_("ron"), route=route))
+    assert status == 404  # ron is not involved: as if the session did not exist
+    for cookie in ('hitl_dev_user="unterminated', "hitl_dev_user=" + "a" * 5000, "=;=;;"):
+        status, _, _ = await call("app_inbox", http("GET", "http://h/api/app/inbox", headers={
+            "x-hitl-user": "", "x-hitl-roles": "", "cookie": cookie}))
+        assert status in (200, 303), (cookie, status)
+
+
+async def test_under_easy_auth_the_app_signs_in_through_app_service(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.functions.test_identity import principal
+
+    async for _ in runtime_with(tmp_path, monkeypatch, HITL_AUTH_MODE="easyauth", HITL_LINK_SIGNING_KEYS="k" * 32):
+        anonymous = {"x-hitl-user": "", "x-hitl-roles": "", "cookie": "hitl_dev_user=amy"}  # the dev cookie: ignored
+        status, _, response = await call("app_inbox", http("GET", "http://h/api/app/inbox", headers=anonymous))
+        assert status == 303 and response.headers["Location"].startswith("/.auth/login/aad?post_login_redirect_uri=")
+        status, _, response = await call("app_signin", http("GET", "http://h/api/app/signin", headers=anonymous))
+        assert status == 303 and response.headers["Location"].startswith("/.auth/login/aad")
+        signed_in = {**anonymous, "x-ms-client-principal": principal("amy@example.com", [])}
+        status, page, _ = await call("app_inbox", http("GET", "http://h/api/app/inbox", headers=signed_in))
+        assert status == 200 and "Signed in as <b>Amy Adams</b>" in str(page)
+        assert "Sign out" not in str(page)  # App Service owns the session (/.auth/logout)
