@@ -71,9 +71,14 @@ def kb(size: int) -> int:
 
 
 def in_vote() -> bool:
-    """Whether the running task is one of the bench's vote calls (not a service background task)."""
+    """Whether the running task is one of the bench's vote calls (not a service background task).
+
+    The Cosmos DB storage sends a write's audit documents side by side, each in a task of its own
+    running its ``_call``: those belong to the vote that wrote them (outbox clean-ups write no audit)."""
     task = asyncio.current_task()
-    return task is not None and task.get_name().startswith(VOTE_TASK)
+    if task is None:
+        return False
+    return task.get_name().startswith(VOTE_TASK) or task.get_coro().__qualname__.endswith("._call")
 
 
 def loadavg() -> list[float]:

@@ -104,12 +104,28 @@ class SessionRef:
 
 
 @dataclass
+class _Answer:
+    """One answer waiting at a session's gate; ``recorded`` is set when another answer's write carried it."""
+
+    call_id: str
+    result: Any
+    caller: Caller | None
+    on_behalf_of: str | None
+    recorded: asyncio.Future[StoredCheckpoint]
+
+
+@dataclass
 class _Gate:
     """Where answers to one session queue in this process, and the state the last one wrote."""
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     users: int = 0
     latest: StoredCheckpoint | None = None
+    queue: list[_Answer] = field(default_factory=list)
+
+
+#: How many queued votes one write may carry with its own.
+MAX_VOTES_PER_WRITE = 100
 
 
 class HitlService:
@@ -467,20 +483,23 @@ class HitlService:
                 for decision in cp.decisions:
                     if decision.outcome == "cancelled" and decision.call_id in decided_ids:
                         cp.outbox.append(self._resolved_event(cp, decision))
-            elif phase == "vote" and ballot_state.get("vote") is not None:
-                call_id, vote, progress = ballot_state["vote"]
-                records.append(append_record(cp, "voted", call_id=call_id, actor=actor,
-                                             source=caller.source if caller else None,
-                                             detail={"approve": vote["approve"], "result": vote["result"],
-                                                     "via": vote["via"], **progress,
-                                                     **({"on_behalf_of": vote["voter"]} if "by" in vote else {})}))
+            elif phase == "vote" and ballot_state.get("votes"):
+                (call_id,) = decided_ids
                 pending = cp.find_pending(call_id)
-                if pending is not None:
-                    data = self.request_view(cp, pending).model_dump(mode="json")
-                    data["vote"] = {"voter": vote["voter"], "approve": vote["approve"], **progress}
-                    cp.outbox.append(make_event(EventType.REQUEST_VOTE_RECORDED, workflow=cp.workflow,
-                                                session_id=cp.session_id, call_id=call_id, data=data,
-                                                discriminator=vote["voter"]))
+                for vote, progress, person, by_caller in ballot_state["votes"]:
+                    voter_actor = person.person_id or (by_caller.user if by_caller else None) or actor
+                    records.append(append_record(
+                        cp, "voted", call_id=call_id, actor=voter_actor, source=by_caller.source if by_caller else None,
+                        detail={"approve": vote["approve"], "result": vote["result"], "via": vote["via"], **progress,
+                                **({"on_behalf_of": vote["voter"]} if "by" in vote else {})}))
+                    if person.on_behalf_of and person.person_id:
+                        grant_reader(cp, person.person_id)
+                    if pending is not None:
+                        data = self.request_view(cp, pending).model_dump(mode="json")
+                        data["vote"] = {"voter": vote["voter"], "approve": vote["approve"], **progress}
+                        cp.outbox.append(make_event(EventType.REQUEST_VOTE_RECORDED, workflow=cp.workflow,
+                                                    session_id=cp.session_id, call_id=call_id, data=data,
+                                                    discriminator=vote["voter"]))
             elif phase == "start":
                 records.append(append_record(cp, "started", actor=actor,
                                              source=caller.source if caller else None,
@@ -756,11 +775,22 @@ class HitlService:
         """
         gate = self._gates.setdefault(session_id, _Gate())
         gate.users += 1
+        me = _Answer(call_id, result, caller, on_behalf_of, asyncio.get_running_loop().create_future())
+        gate.queue.append(me)
+        announced: StoredCheckpoint | None = None
         try:
             async with gate.lock:
+                if me.recorded.done():  # a vote before this one carried it in its write (and published it)
+                    return self.session_view(me.recorded.result().checkpoint)
+                gate.queue.remove(me)
                 stored, gate.latest = gate.latest or await self._load(session_id), None
-                saved = (await self._respond(stored, call_id, result, caller, on_behalf_of)).saved
+                followers = [a for a in gate.queue if a.call_id == call_id][:MAX_VOTES_PER_WRITE]
+                opts, carried = await self._respond(stored, call_id, result, caller, on_behalf_of, followers)
+                saved = opts.saved
                 assert saved is not None
+                for answer in carried:  # their votes are in this write: they return without one of their own
+                    gate.queue.remove(answer)
+                    answer.recorded.set_result(saved)
                 view = self.session_view(saved.checkpoint)
                 # what this write announced, on a list of its own: the next answer may add to the outbox
                 announced = StoredCheckpoint.model_construct(
@@ -769,6 +799,8 @@ class HitlService:
                 if gate.users > 1:  # someone is queued: they start from this write
                     gate.latest = saved
         finally:
+            if me in gate.queue:
+                gate.queue.remove(me)
             gate.users -= 1
             if not gate.users:
                 del self._gates[session_id]
@@ -776,8 +808,14 @@ class HitlService:
         return view
 
     async def _respond(self, stored: StoredCheckpoint, call_id: str, result: Any, caller: Caller | None,
-                       on_behalf_of: str | None) -> RunOptions:
-        """One answer, authorised on ``stored`` and applied by the engine (not yet published)."""
+                       on_behalf_of: str | None, followers: Sequence[_Answer] = ()) -> tuple[RunOptions, list[_Answer]]:
+        """One answer, authorised on ``stored`` and applied by the engine (not yet published).
+
+        When it is a vote that leaves the request pending, the queued votes of ``followers`` that are
+        authorised, valid, not duplicates and still leave it pending go into the same conditional
+        write (returned as carried). Any other answer — a refusal, a duplicate, the vote that resolves
+        the request — takes its own turn, so every error and every decision is its own caller's.
+        """
         cp = stored.checkpoint
         session_id = cp.session_id
         runner = self.workflows.get(cp.workflow)
@@ -796,36 +834,80 @@ class HitlService:
         ballot_state: dict[str, Any] = {}
         opts = self._options(caller, {call_id}, who, ballot_state=ballot_state)
         opts.preloaded = stored  # authorised on this read: the engine's claim starts from it
+        carried: list[_Answer] = []
+        engine = runner.runner(self.storage)
         if pending is not None and pending.approval is not None:
-            opts.ballot = await self._ballot(session_id, call_id, pending, who, caller, ballot_state)
-        await self._drive_quietly(runner.runner(self.storage).resume(session_id, {call_id: result}, opts), opts)
+            candidates = await self._candidates(engine, cp, pending, followers)
+            opts.ballot = await self._ballot(session_id, call_id, pending, who, caller, ballot_state,
+                                             candidates, carried)
+        await self._drive_quietly(engine.resume(session_id, {call_id: result}, opts), opts)
         if opts.saved is None:  # pragma: no cover - a resume always writes or raises
             raise RuntimeError("the engine finished without saving")
-        return opts
+        return opts, carried
+
+    async def _candidates(self, engine: Any, cp: WorkflowCheckpoint, pending: PendingRequest,
+                          followers: Sequence[_Answer]) -> list[tuple[_Answer, Identity, Any]]:
+        """Queued votes that may ride along: visible to their caller, authorised, of the right type."""
+        ready: list[tuple[_Answer, Identity, Any]] = []
+        for answer in followers:
+            if answer.caller is None or answer.caller.via == "system":
+                continue
+            try:
+                who = await self.access.identify(answer.caller)
+                if not await self._may_read(who, cp):
+                    continue
+                who = await self.authorize(pending, answer.caller, cp, on_behalf_of=answer.on_behalf_of)
+                value = engine.validate_answer(pending, answer.result, cp.session_id)
+            except HitlError:
+                continue  # it takes its own turn, which reports (and audits) the refusal
+            ready.append((answer, who, value))
+        return ready
 
     async def _ballot(self, session_id: str, call_id: str, pending: PendingRequest, who: Identity,
-                      caller: Caller | None, state: dict[str, Any]) -> Any:
-        """The engine's ballot hook for one vote: counts it on the freshly loaded request (see RunOptions.ballot)."""
+                      caller: Caller | None, state: dict[str, Any],
+                      candidates: Sequence[tuple[_Answer, Identity, Any]] = (),
+                      carried: list[_Answer] | None = None) -> Any:
+        """The engine's ballot hook for one vote: counts it on the freshly loaded request (see RunOptions.ballot),
+        then — while the request stays pending — the queued ``candidates`` that can share its write."""
         policy = ApprovalPolicy.model_validate(pending.approval)
         users, roles = split_entries(pending.approvers)
         eligible = await self._eligible(users, roles, pending)
-        voter = who.on_behalf_of or who.person_id or (caller.user if caller else None) or SYSTEM_ACTOR
-        via = caller.via if caller else "system"
-        by = {"by": who.person_id} if who.on_behalf_of else {}
+        needed = policy.needed(len(users))
+
+        def cast(person: Identity, by_caller: Caller | None, value: Any) -> dict[str, Any]:
+            answer = plain(encode_value(value))
+            return {"voter": person.on_behalf_of or person.person_id or (by_caller.user if by_caller else None)
+                    or SYSTEM_ACTOR, "approve": approves(answer, policy.decision_field), "result": answer,
+                    "at": utcnow().isoformat(), "via": by_caller.via if by_caller else "system",
+                    **({"by": person.person_id} if person.on_behalf_of else {})}
+
+        def count(votes: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+            outcome = tally(policy, [Ballot(str(v["voter"]), bool(v["approve"])) for v in votes],
+                            named_users=len(users), eligible=eligible)
+            return outcome, {"approvals": sum(1 for v in votes if v["approve"]), "needed": needed, "outcome": outcome}
 
         def ballot(cp: WorkflowCheckpoint, fresh: PendingRequest, value: Any) -> tuple[bool, list[dict[str, Any]]]:
-            first = next((v for v in fresh.votes if v.get("voter") == voter), None)
+            vote = cast(who, caller, value)
+            first = next((v for v in fresh.votes if v.get("voter") == vote["voter"]), None)
             if first is not None:
                 raise VoteAlreadyRecordedError(call_id, first, session_id=session_id)
-            answer = plain(encode_value(value))
-            vote = {"voter": voter, "approve": approves(answer, policy.decision_field),
-                    "result": answer, "at": utcnow().isoformat(), "via": via, **by}
             counted = [*fresh.votes, vote]
-            outcome = tally(policy, [Ballot(str(v["voter"]), bool(v["approve"])) for v in counted],
-                            named_users=len(users), eligible=eligible)
-            approvals = sum(1 for v in counted if v["approve"])
-            state["vote"] = (call_id, vote, {"approvals": approvals, "needed": policy.needed(len(users)),
-                                             "outcome": outcome})
+            outcome, progress = count(counted)
+            state["votes"] = [(vote, progress, who, caller)]
+            if carried is not None:
+                carried.clear()  # counted again from scratch when a lost write brings a fresh read
+            for answer, person, answer_value in candidates if outcome == "pending" else ():
+                extra = cast(person, answer.caller, answer_value)
+                if any(v.get("voter") == extra["voter"] for v in counted):
+                    continue  # a second vote: its own turn answers 409 with the first
+                trial = [*counted, extra]
+                extra_outcome, extra_progress = count(trial)
+                if extra_outcome != "pending":
+                    break  # the vote that resolves the request is decided in its own turn, as its own caller's
+                counted = trial
+                state["votes"].append((extra, extra_progress, person, answer.caller))
+                if carried is not None:
+                    carried.append(answer)
             return outcome != "pending", counted
 
         return ballot

@@ -19,15 +19,13 @@ from hitl_core import (
     Approvers,
     CheckpointStorage,
     Executor,
-    RequestInfoExecutor,
     RequestInfoMessage,
     RequestResponse,
     Workflow,
-    WorkflowBuilder,
     WorkflowContext,
     handler,
 )
-from hitl_core.registry import WorkflowSpec
+from hitl_core.registry import WorkflowSpec, human_loop
 from hitl_core.settings import Settings
 
 NAME = "content-review"
@@ -98,15 +96,7 @@ class Editor(Executor):
 
 
 def build(storage: CheckpointStorage, settings: Settings) -> Workflow:
-    editor, request_info = Editor(), RequestInfoExecutor(id="request_info")
-    return (
-        WorkflowBuilder(name=NAME)
-        .set_start_executor(editor)
-        .add_edge(editor, request_info)
-        .add_edge(request_info, editor)
-        .with_checkpointing(checkpoint_storage=storage)
-        .build()
-    )
+    return human_loop(NAME, Editor(), storage)
 
 
 SPEC = WorkflowSpec(name=NAME, input_model=ContentReviewInput, build=build,

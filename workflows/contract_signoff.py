@@ -29,16 +29,14 @@ from hitl_core import (
     CheckpointStorage,
     EscalationStep,
     Executor,
-    RequestInfoExecutor,
     RequestInfoMessage,
     RequestResponse,
     Workflow,
-    WorkflowBuilder,
     WorkflowContext,
     handler,
 )
 from hitl_core.errors import InputValidationError
-from hitl_core.registry import StartContext, WorkflowSpec
+from hitl_core.registry import StartContext, WorkflowSpec, human_loop
 from hitl_core.settings import Settings
 
 NAME = "contract-signoff"
@@ -140,16 +138,7 @@ class ContractDesk(Executor):
 
 
 def build(storage: CheckpointStorage, settings: Settings) -> Workflow:
-    desk = ContractDesk(settings.contract_deadline_seconds)
-    request_info = RequestInfoExecutor(id="request_info")
-    return (
-        WorkflowBuilder(name=NAME)
-        .set_start_executor(desk)
-        .add_edge(desk, request_info)
-        .add_edge(request_info, desk)
-        .with_checkpointing(checkpoint_storage=storage)
-        .build()
-    )
+    return human_loop(NAME, ContractDesk(settings.contract_deadline_seconds), storage)
 
 
 SPEC = WorkflowSpec(name=NAME, input_model=ContractInput, build=build,

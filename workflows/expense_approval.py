@@ -28,16 +28,14 @@ from hitl_core import (
     Approvers,
     CheckpointStorage,
     Executor,
-    RequestInfoExecutor,
     RequestInfoMessage,
     RequestResponse,
     Workflow,
-    WorkflowBuilder,
     WorkflowContext,
     handler,
 )
 from hitl_core.errors import InputValidationError
-from hitl_core.registry import StartContext, WorkflowSpec
+from hitl_core.registry import StartContext, WorkflowSpec, human_loop
 from hitl_core.settings import Settings
 from hitl_core.workflow.policy import EscalationStep
 
@@ -148,15 +146,7 @@ class ExpenseApprover(Executor):
 
 def build(storage: CheckpointStorage, settings: Settings) -> Workflow:
     approver = ExpenseApprover(settings.expense_manager_deadline_seconds, settings.expense_finance_deadline_seconds)
-    request_info = RequestInfoExecutor(id="request_info")
-    return (
-        WorkflowBuilder(name=NAME)
-        .set_start_executor(approver)
-        .add_edge(approver, request_info)
-        .add_edge(request_info, approver)
-        .with_checkpointing(checkpoint_storage=storage)
-        .build()
-    )
+    return human_loop(NAME, approver, storage)
 
 
 SPEC = WorkflowSpec(name=NAME, input_model=ExpenseInput, build=build,

@@ -180,6 +180,11 @@ def sort_stamp(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def epoch_seconds(moment: dt.datetime) -> float:
+    """Seconds since the epoch (a naive value is taken to be UTC, as everywhere in storage)."""
+    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)).timestamp()
+
+
 def inbox_key(entry: PendingRequestEntry) -> tuple[str, str, str]:
     """Inbox order: oldest request first, ties broken by session and call id."""
     return (sort_stamp(entry.request.created_at), entry.session_id, entry.request.call_id)

@@ -89,13 +89,13 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import datetime as dt
 import hashlib
 import json
 import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
@@ -119,6 +119,7 @@ from .base import (
     decode_token,
     encode_document,
     encode_token,
+    epoch_seconds,
     inbox_assignees,
     inbox_key,
     sort_stamp,
@@ -172,6 +173,31 @@ class _Conflict(Exception):
     """A conditional write lost (404/409/412); ``save`` decides what that means."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """One document that reads, conditional writes and deletes address, and how their errors name it.
+
+    A session document is named by its session (``session_id``); a delegation document lives in
+    no session's partition, so errors name ``subject`` instead. ``owner`` is the id a
+    :class:`ConcurrencyError` carries (the session id, or the delegator).
+    """
+
+    item_id: str
+    partition: str
+    owner: str
+    session_id: str | None = None
+    subject: str | None = None
+
+    @classmethod
+    def session(cls, session_id: str) -> _Target:
+        return cls(session_item_id(session_id), session_id, session_id, session_id=session_id)
+
+    @classmethod
+    def delegation(cls, delegator: str) -> _Target:
+        return cls(delegation_item_id(delegator), DELEGATIONS_PARTITION, delegator,
+                   subject=f"the delegation of {delegator!r}")
+
+
 def session_item_id(session_id: str) -> str:
     """The session document's ``id``: the session id, escaped where Cosmos forbids a character.
 
@@ -194,11 +220,6 @@ def delegation_item_id(delegator: str) -> str:
     if len(item_id) <= _MAX_ID_LENGTH:
         return item_id
     return _DELEGATION_ID_PREFIX + "sha256%" + hashlib.sha256(delegator.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _epoch(moment: dt.datetime) -> float:
-    """Seconds since the epoch (a naive value is taken to be UTC, as everywhere in storage)."""
-    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)).timestamp()
 
 
 def _utf8_len(text: str) -> int:
@@ -553,30 +574,109 @@ class CosmosDBCheckpointStorage:
             return str(result["_etag"])
         raise StorageError("Cosmos DB answered a write without an etag")
 
-    async def _read_raw(self, session_id: str) -> dict[str, Any] | None:
-        """The session document as stored (expired or not), or None: one point read."""
+    async def _read_raw(self, target: _Target) -> dict[str, Any] | None:
+        """The document as stored (expired or not), or None: one point read."""
         container = await self._ready()
         try:
             doc: dict[str, Any] = await self._call(
-                "read", session_id,
-                partial(container.read_item, session_item_id(session_id), partition_key=session_id),
-                passthrough=frozenset({404, 500}),
+                "read", target.session_id,
+                partial(container.read_item, target.item_id, partition_key=target.partition),
+                passthrough=frozenset({404, 500}), subject=target.subject,
             )
         except HttpResponseError as exc:
             if self._is_missing_read(exc):
                 return None
-            raise self._translate(exc, "read", session_id) from exc
+            raise self._translate(exc, "read", target.session_id, subject=target.subject) from exc
         return doc
 
-    async def _current_version(self, session_id: str) -> str | None:
-        current = await self._read_raw(session_id)
-        return None if current is None or self._expired(current) else self._version(current)
+    async def _read_live(self, target: _Target) -> dict[str, Any] | None:
+        """The document unless absent or expired (ended): one point read."""
+        doc = await self._read_raw(target)
+        return None if doc is None or self._expired(doc) else doc
+
+    async def _current_version(self, target: _Target) -> str | None:
+        current = await self._read_live(target)
+        return None if current is None else self._version(current)
+
+    async def _create_or_replace(self, target: _Target, doc: dict[str, Any], etag: str | None) -> str:
+        """Create (``etag`` None) or replace-if-match one document; its new version, or _Conflict."""
+        container = await self._ready()
+        try:
+            if etag is None:
+                result = await self._call("create", target.session_id,
+                                          partial(container.create_item, doc, no_response=True),
+                                          passthrough=_CONFLICT_STATUSES, subject=target.subject)
+            else:
+                result = await self._call(
+                    "replace", target.session_id,
+                    partial(container.replace_item, target.item_id, doc, etag=etag,
+                            match_condition=MatchConditions.IfNotModified, no_response=True),
+                    passthrough=_CONFLICT_STATUSES, subject=target.subject)
+        except HttpResponseError as exc:
+            raise _Conflict from exc
+        return self._version({"_etag": self._written_etag(result), "expires_at": doc["expires_at"]})
+
+    async def _save_if_match(self, target: _Target, expected_version: str | None,
+                             write: Callable[[str | None], Awaitable[str]]) -> str:
+        """``write(etag)`` as a create (``expected_version=None``) or a replace with ``If-Match``.
+
+        A create that finds an *expired* document replaces it (as if Cosmos had deleted it
+        already); any other lost race is a :class:`ConcurrencyError` naming the current version.
+        """
+        if expected_version is None:
+            try:
+                return await write(None)
+            except _Conflict:
+                pass
+            current = await self._read_raw(target)
+            if current is not None and self._expired(current):
+                try:
+                    return await write(str(current["_etag"]))
+                except _Conflict:
+                    pass
+        else:
+            etag = self._etag_of(expected_version)
+            if etag is not None:
+                try:
+                    return await write(etag)
+                except _Conflict:
+                    pass
+        raise ConcurrencyError(target.owner, expected_version, await self._current_version(target))
+
+    async def _delete_if_match(self, target: _Target, expected_version: str | None) -> bool:
+        """A point read, then a delete conditional on the etag read; False if absent or expired.
+
+        Losing to a concurrent write is a :class:`ConcurrencyError` when ``expected_version`` was
+        given; otherwise the document is read again and the delete retried.
+        """
+        container = await self._ready()
+        while True:
+            current = await self._read_live(target)
+            if current is None:
+                return False
+            version = self._version(current)
+            if expected_version is not None and version != expected_version:
+                raise ConcurrencyError(target.owner, expected_version, version)
+            try:
+                await self._call(
+                    "delete", target.session_id,
+                    partial(container.delete_item, target.item_id, partition_key=target.partition,
+                            etag=str(current["_etag"]), match_condition=MatchConditions.IfNotModified),
+                    passthrough=_CONFLICT_STATUSES, subject=target.subject)
+                return True
+            except HttpResponseError as exc:
+                if _status(exc) == 404:
+                    return False
+                if expected_version is not None:
+                    raise ConcurrencyError(target.owner, expected_version,
+                                           await self._current_version(target)) from exc
+                # changed between the read and the delete: read it again
 
     # -- protocol --------------------------------------------------------------------------------
     async def load(self, session_id: str) -> StoredCheckpoint | None:
         """One point read (never a query): the session, unless absent or expired."""
-        doc = await self._read_raw(session_id)
-        if doc is None or self._expired(doc):
+        doc = await self._read_live(_Target.session(session_id))
+        if doc is None:
             return None
         return StoredCheckpoint(checkpoint=WorkflowCheckpoint.model_validate_json(doc["checkpoint"]),
                                 version=self._version(doc))
@@ -594,28 +694,10 @@ class CosmosDBCheckpointStorage:
         A create that finds an *expired* session document replaces it (as if Cosmos had deleted
         it already); any other lost race is a :class:`ConcurrencyError` naming the current version.
         """
-        sid = checkpoint.session_id
         doc = self._session_document(checkpoint, ttl_seconds)
         audit_docs = [self._audit_document(checkpoint, r) for r in audit]
-        if expected_version is None:
-            try:
-                return await self._write(doc, audit_docs, None)
-            except _Conflict:
-                pass
-            current = await self._read_raw(sid)
-            if current is not None and self._expired(current):
-                try:
-                    return await self._write(doc, audit_docs, str(current["_etag"]))
-                except _Conflict:
-                    pass
-        else:
-            etag = self._etag_of(expected_version)
-            if etag is not None:
-                try:
-                    return await self._write(doc, audit_docs, etag)
-                except _Conflict:
-                    pass
-        raise ConcurrencyError(sid, expected_version, await self._current_version(sid))
+        return await self._save_if_match(_Target.session(checkpoint.session_id), expected_version,
+                                         partial(self._write, doc, audit_docs))
 
     async def _write(self, doc: dict[str, Any], audit_docs: list[dict[str, Any]], etag: str | None) -> str:
         """Create (``etag`` None) or replace-if-match the session document, with its audit documents."""
@@ -642,21 +724,9 @@ class CosmosDBCheckpointStorage:
             version = str(first.get("eTag") or first["resourceBody"]["_etag"])
             await self._create_audit(audit_docs[len(head):], sid)
             return self._version({"_etag": version, "expires_at": doc["expires_at"]})
-        try:
-            if etag is None:
-                result = await self._call("create", sid, partial(container.create_item, doc, no_response=True),
-                                          passthrough=_CONFLICT_STATUSES)
-            else:
-                result = await self._call(
-                    "replace", sid,
-                    partial(container.replace_item, doc["id"], doc, etag=etag,
-                            match_condition=MatchConditions.IfNotModified, no_response=True),
-                    passthrough=_CONFLICT_STATUSES)
-        except HttpResponseError as exc:
-            raise _Conflict from exc
-        version = self._written_etag(result)
+        version = await self._create_or_replace(_Target.session(sid), doc, etag)
         await self._create_audit(audit_docs, sid)
-        return self._version({"_etag": version, "expires_at": doc["expires_at"]})
+        return version
 
     async def _create_audit(self, audit_docs: list[dict[str, Any]], sid: str) -> None:
         """Audit documents written after their session document (when no batch carried them).
@@ -672,8 +742,10 @@ class CosmosDBCheckpointStorage:
         delay = 0.2
         for attempt in range(_AUDIT_ATTEMPTS):
             try:
-                for audit_doc in audit_docs:
-                    await self._call("upsert", sid, partial(container.upsert_item, audit_doc, no_response=True))
+                # side by side: their ids are fixed and each is whole on its own (a quorum write carries many)
+                await asyncio.gather(*(self._call("upsert", sid, partial(container.upsert_item, audit_doc,
+                                                                         no_response=True))
+                                       for audit_doc in audit_docs))
                 return
             except StorageUnavailableError as exc:
                 if attempt + 1 < _AUDIT_ATTEMPTS:
@@ -691,29 +763,9 @@ class CosmosDBCheckpointStorage:
 
     async def delete(self, session_id: str, *, expected_version: str | None = None) -> bool:
         """Remove the session document (conditionally on its etag), then its audit trail."""
+        if not await self._delete_if_match(_Target.session(session_id), expected_version):
+            return False
         container = await self._ready()
-        item_id = session_item_id(session_id)
-        while True:
-            current = await self._read_raw(session_id)
-            if current is None or self._expired(current):
-                return False
-            version = self._version(current)
-            if expected_version is not None and version != expected_version:
-                raise ConcurrencyError(session_id, expected_version, version)
-            try:
-                await self._call(
-                    "delete", session_id,
-                    partial(container.delete_item, item_id, partition_key=session_id, etag=str(current["_etag"]),
-                            match_condition=MatchConditions.IfNotModified),
-                    passthrough=_CONFLICT_STATUSES)
-                break
-            except HttpResponseError as exc:
-                if _status(exc) == 404:
-                    return False
-                if expected_version is not None:
-                    raise ConcurrencyError(session_id, expected_version,
-                                           await self._current_version(session_id)) from exc
-                # changed between the read and the delete: read it again
         ids = await self._query(
             container,
             "SELECT VALUE c.id FROM c WHERE c.session_id = @sid AND c.kind = @kind",
@@ -898,7 +950,7 @@ class CosmosDBCheckpointStorage:
 
     # -- delegations ------------------------------------------------------------------------------
     def _delegation_document(self, delegation: Delegation) -> dict[str, Any]:
-        ends_at = _epoch(delegation.ends_at)
+        ends_at = epoch_seconds(delegation.ends_at)
         doc: dict[str, Any] = {
             "id": delegation_item_id(delegation.delegator),
             "session_id": DELEGATIONS_PARTITION,
@@ -914,48 +966,10 @@ class CosmosDBCheckpointStorage:
             doc["ttl"] = ttl
         return doc
 
-    async def _read_delegation_raw(self, delegator: str) -> dict[str, Any] | None:
-        """The delegation document as stored (ended or not), or None: one point read."""
-        container = await self._ready()
-        subject = f"the delegation of {delegator!r}"
-        try:
-            doc: dict[str, Any] = await self._call(
-                "read", None,
-                partial(container.read_item, delegation_item_id(delegator), partition_key=DELEGATIONS_PARTITION),
-                passthrough=frozenset({404, 500}), subject=subject,
-            )
-        except HttpResponseError as exc:
-            if self._is_missing_read(exc):
-                return None
-            raise self._translate(exc, "read", None, subject=subject) from exc
-        return doc
-
-    async def _current_delegation_version(self, delegator: str) -> str | None:
-        current = await self._read_delegation_raw(delegator)
-        return None if current is None or self._expired(current) else self._version(current)
-
-    async def _write_delegation(self, doc: dict[str, Any], etag: str | None) -> str:
-        """Create (``etag`` None) or replace-if-match the delegation document; raises _Conflict."""
-        container = await self._ready()
-        subject = f"the delegation of {doc['delegator']!r}"
-        try:
-            if etag is None:
-                result = await self._call("create", None, partial(container.create_item, doc, no_response=True),
-                                          passthrough=_CONFLICT_STATUSES, subject=subject)
-            else:
-                result = await self._call(
-                    "replace", None,
-                    partial(container.replace_item, doc["id"], doc, etag=etag,
-                            match_condition=MatchConditions.IfNotModified, no_response=True),
-                    passthrough=_CONFLICT_STATUSES, subject=subject)
-        except HttpResponseError as exc:
-            raise _Conflict from exc
-        return self._version({"_etag": self._written_etag(result), "expires_at": doc["expires_at"]})
-
     async def load_delegation(self, delegator: str) -> StoredDelegation | None:
         """One point read in the delegations partition: the delegation, unless absent or ended."""
-        doc = await self._read_delegation_raw(delegator)
-        if doc is None or self._expired(doc):
+        doc = await self._read_live(_Target.delegation(delegator))
+        if doc is None:
             return None
         return StoredDelegation(delegation=Delegation.model_validate_json(doc["delegation"]),
                                 version=self._version(doc))
@@ -965,53 +979,13 @@ class CosmosDBCheckpointStorage:
 
         A create that finds an *ended* delegation replaces it (as if Cosmos had deleted it already).
         """
-        delegator = delegation.delegator
+        target = _Target.delegation(delegation.delegator)
         doc = self._delegation_document(delegation)
-        if expected_version is None:
-            try:
-                return await self._write_delegation(doc, None)
-            except _Conflict:
-                pass
-            current = await self._read_delegation_raw(delegator)
-            if current is not None and self._expired(current):
-                try:
-                    return await self._write_delegation(doc, str(current["_etag"]))
-                except _Conflict:
-                    pass
-        else:
-            etag = self._etag_of(expected_version)
-            if etag is not None:
-                try:
-                    return await self._write_delegation(doc, etag)
-                except _Conflict:
-                    pass
-        raise ConcurrencyError(delegator, expected_version, await self._current_delegation_version(delegator))
+        return await self._save_if_match(target, expected_version, partial(self._create_or_replace, target, doc))
 
     async def delete_delegation(self, delegator: str, *, expected_version: str | None = None) -> bool:
         """A point read, then a delete conditional on the etag read."""
-        container = await self._ready()
-        subject = f"the delegation of {delegator!r}"
-        while True:
-            current = await self._read_delegation_raw(delegator)
-            if current is None or self._expired(current):
-                return False
-            version = self._version(current)
-            if expected_version is not None and version != expected_version:
-                raise ConcurrencyError(delegator, expected_version, version)
-            try:
-                await self._call(
-                    "delete", None,
-                    partial(container.delete_item, current["id"], partition_key=DELEGATIONS_PARTITION,
-                            etag=str(current["_etag"]), match_condition=MatchConditions.IfNotModified),
-                    passthrough=_CONFLICT_STATUSES, subject=subject)
-                return True
-            except HttpResponseError as exc:
-                if _status(exc) == 404:
-                    return False
-                if expected_version is not None:
-                    raise ConcurrencyError(delegator, expected_version,
-                                           await self._current_delegation_version(delegator)) from exc
-                # replaced between the read and the delete: read it again
+        return await self._delete_if_match(_Target.delegation(delegator), expected_version)
 
     async def list_delegations(self, *, delegate: str | None = None) -> list[Delegation]:
         """One single-partition query (in :data:`DELEGATIONS_PARTITION`), sorted by delegator here."""

@@ -29,7 +29,6 @@ as absent and is kept, so that the next one continues its version counter; listi
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import fcntl
 import hashlib
 import json
@@ -47,6 +46,7 @@ from .base import (
     DEFAULT_MAX_DOCUMENT_BYTES,
     Clock,
     encode_document,
+    epoch_seconds,
     expiry,
     inbox_assignees,
     inbox_entries,
@@ -73,11 +73,6 @@ def _file_stem(session_id: str) -> str:
     if len(quoted) > 180 or quoted.startswith("."):
         return "h_" + hashlib.sha256(session_id.encode("utf-8")).hexdigest()
     return "s_" + quoted
-
-
-def _epoch(moment: dt.datetime) -> float:
-    """Seconds since the epoch (a naive value is taken to be UTC, as everywhere in storage)."""
-    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)).timestamp()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -236,7 +231,7 @@ class FileCheckpointStorage:
 
     def _live_delegation(self, delegator: str) -> StoredDelegation | None:
         stored = self._read_delegation(self._delegation_path(delegator))
-        if stored is None or _epoch(stored.delegation.ends_at) <= self._clock():
+        if stored is None or epoch_seconds(stored.delegation.ends_at) <= self._clock():
             return None
         return stored
 
@@ -259,7 +254,7 @@ class FileCheckpointStorage:
         path = self._delegation_path(delegator)
         with self._locked(f"delegation:{delegator}"):
             previous = self._read_delegation(path)
-            live = previous is not None and _epoch(previous.delegation.ends_at) > self._clock()
+            live = previous is not None and epoch_seconds(previous.delegation.ends_at) > self._clock()
             actual = previous.version if previous is not None and live else None
             if actual != expected_version:
                 raise ConcurrencyError(delegator, expected_version, actual)
@@ -283,7 +278,7 @@ class FileCheckpointStorage:
         found: list[Delegation] = []
         for path in self._delegations.glob("*.json"):
             stored = self._read_delegation(path)
-            if stored is None or _epoch(stored.delegation.ends_at) <= now:
+            if stored is None or epoch_seconds(stored.delegation.ends_at) <= now:
                 continue
             if delegate is None or stored.delegation.delegate == delegate:
                 found.append(stored.delegation)

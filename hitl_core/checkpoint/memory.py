@@ -6,7 +6,6 @@ cannot change what is stored — the same isolation a real database gives.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from .base import (
     Clock,
     decode_document,
     encode_document,
+    epoch_seconds,
     expiry,
     inbox_assignees,
     inbox_entries,
@@ -48,11 +48,6 @@ class _DelegationRow:
     version: int
     text: str  # the StoredDelegation as JSON
     ends_at: float
-
-
-def _epoch(moment: dt.datetime) -> float:
-    """Seconds since the epoch (a naive value is taken to be UTC, as everywhere in storage)."""
-    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)).timestamp()
 
 
 class InMemoryCheckpointStorage:
@@ -151,7 +146,7 @@ class InMemoryCheckpointStorage:
         previous = self._delegations.get(delegator)
         version = previous.version + 1 if previous is not None else 1
         text = StoredDelegation(delegation=delegation, version=str(version)).model_dump_json()
-        self._delegations[delegator] = _DelegationRow(version, text, _epoch(delegation.ends_at))
+        self._delegations[delegator] = _DelegationRow(version, text, epoch_seconds(delegation.ends_at))
         return str(version)
 
     async def delete_delegation(self, delegator: str, *, expected_version: str | None = None) -> bool:

@@ -97,6 +97,7 @@ from .base import (
     decode_token,
     encode_document,
     encode_token,
+    epoch_seconds,
     inbox_assignees,
 )
 from .models import (
@@ -791,11 +792,9 @@ class RedisCheckpointStorage:
     async def save_delegation(self, delegation: Delegation, *, expected_version: str | None) -> str:
         """One script call: compare the version, write, PEXPIREAT ``ends_at``, move the index entries."""
         delegator = delegation.delegator
-        ends = delegation.ends_at
-        ends = ends if ends.tzinfo is not None else ends.replace(tzinfo=dt.UTC)
         args: list[str | int] = [
             self.key_prefix, delegator, "create" if expected_version is None else "update", expected_version or "",
-            delegation.model_dump_json(), delegation.delegate, int(ends.timestamp() * 1000),
+            delegation.model_dump_json(), delegation.delegate, int(epoch_seconds(delegation.ends_at) * 1000),
         ]
         with self._translated("save_delegation"):
             ok, value = await self._delegation_save_script(keys=[self._delegation_key(delegator)], args=args)

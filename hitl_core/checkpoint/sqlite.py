@@ -16,11 +16,11 @@ Every statement is parameterised.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +32,7 @@ from .base import (
     decode_key_token,
     encode_document,
     encode_token,
+    epoch_seconds,
     expiry,
     inbox_assignees,
     sort_stamp,
@@ -89,11 +90,6 @@ CREATE INDEX IF NOT EXISTS delegations_by_delegate ON delegations(delegate, dele
 _PURGE_EVERY = 500
 
 
-def _epoch(moment: dt.datetime) -> float:
-    """Seconds since the epoch (a naive value is taken to be UTC, as everywhere in storage)."""
-    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)).timestamp()
-
-
 class SqliteCheckpointStorage:
     """Checkpoints in one SQLite file; safe for several processes on one machine."""
 
@@ -121,6 +117,29 @@ class SqliteCheckpointStorage:
     def _now(self) -> float:
         return self._clock()
 
+    @contextmanager
+    def _transaction(self, *, translate_busy: bool = True) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``; any exception (a cancellation too) rolls back and propagates.
+
+        IMMEDIATE takes the write lock at BEGIN, so writers on the file queue up for it (for up to
+        ``busy_timeout``). With ``translate_busy``, a BEGIN that still finds the file locked is a
+        :class:`StorageUnavailableError` (retry later); without it the ``sqlite3.OperationalError``
+        propagates as it is.
+        """
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if not translate_busy:
+                raise
+            raise StorageUnavailableError(f"sqlite is busy: {exc}", retry_after=1) from exc
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
     async def load(self, session_id: str) -> StoredCheckpoint | None:
         row = self._db.execute(
             "SELECT version, doc FROM sessions WHERE session_id = ? AND (expires_at IS NULL OR expires_at > ?)",
@@ -142,12 +161,7 @@ class SqliteCheckpointStorage:
         sid = checkpoint.session_id
         now = self._now()
         expires_at = expiry(ttl_seconds, self._clock)
-        db = self._db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StorageUnavailableError(f"sqlite is busy: {exc}", retry_after=1) from exc
-        try:
+        with self._transaction() as db:
             if expected_version is None:
                 db.execute("DELETE FROM sessions WHERE session_id = ? AND expires_at IS NOT NULL AND expires_at <= ?",
                            (sid, now))
@@ -187,10 +201,6 @@ class SqliteCheckpointStorage:
                     "INSERT INTO audit(session_id, seq, doc) VALUES (?, ?, ?)",
                     [(r.session_id, r.seq, r.model_dump_json()) for r in audit],
                 )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         self._saves += 1
         if self._saves % _PURGE_EVERY == 0:
             self.purge_expired()
@@ -202,39 +212,26 @@ class SqliteCheckpointStorage:
         Returns the number of sessions deleted.
         """
         now = self._now()
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction(translate_busy=False) as db:
             expired = [r[0] for r in db.execute(
                 "SELECT session_id FROM sessions WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))]
             db.executemany("DELETE FROM requests WHERE session_id = ?", [(s,) for s in expired])
             db.executemany("DELETE FROM sessions WHERE session_id = ?", [(s,) for s in expired])
             db.execute("DELETE FROM delegations WHERE ends_at <= ?", (now,))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return len(expired)
 
     async def delete(self, session_id: str, *, expected_version: str | None = None) -> bool:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction(translate_busy=False) as db:
             row = db.execute(
                 "SELECT version FROM sessions WHERE session_id = ? AND (expires_at IS NULL OR expires_at > ?)",
                 (session_id, self._now()),
             ).fetchone()
             if row is None:
-                db.execute("COMMIT")
                 return False
             if expected_version is not None and str(row[0]) != expected_version:
                 raise ConcurrencyError(session_id, expected_version, str(row[0]))
             for table in ("requests", "audit", "sessions"):
                 db.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))  # noqa: S608 - fixed names
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return True
 
     async def list_sessions(self, *, workflow: str | None = None, status: str | None = None,
@@ -309,12 +306,7 @@ class SqliteCheckpointStorage:
         counter, so a version handed out for the ended one can never match again.
         """
         delegator = delegation.delegator
-        db = self._db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StorageUnavailableError(f"sqlite is busy: {exc}", retry_after=1) from exc
-        try:
+        with self._transaction() as db:
             row = db.execute("SELECT version, ends_at > ? FROM delegations WHERE delegator = ?",
                              (self._now(), delegator)).fetchone()
             actual = str(row[0]) if row is not None and row[1] else None
@@ -325,31 +317,19 @@ class SqliteCheckpointStorage:
                 "INSERT INTO delegations(delegator, delegate, ends_at, version, doc) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT(delegator) DO UPDATE SET delegate = excluded.delegate, ends_at = excluded.ends_at,"
                 " version = excluded.version, doc = excluded.doc",
-                (delegator, delegation.delegate, _epoch(delegation.ends_at), version, delegation.model_dump_json()),
+                (delegator, delegation.delegate, epoch_seconds(delegation.ends_at), version,
+                 delegation.model_dump_json()),
             )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return str(version)
 
     async def delete_delegation(self, delegator: str, *, expected_version: str | None = None) -> bool:
-        db = self._db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StorageUnavailableError(f"sqlite is busy: {exc}", retry_after=1) from exc
-        try:
+        with self._transaction() as db:
             row = db.execute("SELECT version FROM delegations WHERE delegator = ? AND ends_at > ?",
                              (delegator, self._now())).fetchone()
             if row is not None and expected_version is not None and str(row[0]) != expected_version:
                 raise ConcurrencyError(delegator, expected_version, str(row[0]))
             if row is not None:
                 db.execute("DELETE FROM delegations WHERE delegator = ?", (delegator,))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return row is not None
 
     async def list_delegations(self, *, delegate: str | None = None) -> list[Delegation]:

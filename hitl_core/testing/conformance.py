@@ -30,6 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from ..checkpoint.base import (
@@ -941,6 +942,31 @@ async def check_large_payload(backend: Backend) -> None:
            "an update of a 1 MB checkpoint was lost")
 
 
+async def _race(label: str, n: int, expected: str | None, write: Callable[[int], Awaitable[str]]) -> tuple[int, str]:
+    """Run ``write(0)`` … ``write(n - 1)`` at once, all expecting version ``expected``.
+
+    Exactly one may win; every other must fail with a :class:`ConcurrencyError` that names
+    ``expected`` and the winner's version. Returns the winner's index and its version.
+    """
+
+    async def attempt(i: int) -> str | BaseException:
+        try:
+            return await write(i)
+        except ConcurrencyError as exc:
+            return exc
+
+    results = await asyncio.gather(*(attempt(i) for i in range(n)))
+    wins = [(i, r) for i, r in enumerate(results) if isinstance(r, str)]
+    losses = [r for r in results if isinstance(r, ConcurrencyError)]
+    expect(len(wins) == 1, f"{label}: {len(wins)} of {n} concurrent saves won, expected exactly 1")
+    expect(len(losses) == n - 1, f"{label}: {len(losses)} ConcurrencyErrors, expected {n - 1}")
+    winner, version = wins[0]
+    expect(all(e.expected == expected and e.actual == version for e in losses),
+           f"{label}: losers must see expected={expected!r}, actual={version!r}: "
+           f"{sorted({(e.expected, e.actual) for e in losses}, key=str)}")
+    return winner, version
+
+
 @check
 async def check_concurrent_writers(backend: Backend) -> None:
     """N concurrent saves with the same expected version: exactly one wins, the rest conflict."""
@@ -952,24 +978,13 @@ async def check_concurrent_writers(backend: Backend) -> None:
     try:
         v1 = await storage.save(make_checkpoint("race"), expected_version=None)
 
-        async def attempt(i: int, expected: str | None, sid: str) -> str | BaseException:
-            target = writers[i % len(writers)]
-            try:
-                return await target.save(make_checkpoint(sid, metadata={"writer": i}), expected_version=expected,
-                                         audit=[AuditRecord(session_id=sid, seq=1, action=f"writer-{i}")])
-            except ConcurrencyError as exc:
-                return exc
+        async def attempt(i: int, expected: str | None, sid: str) -> str:
+            return await writers[i % len(writers)].save(
+                make_checkpoint(sid, metadata={"writer": i}), expected_version=expected,
+                audit=[AuditRecord(session_id=sid, seq=1, action=f"writer-{i}")])
 
         for sid, expected in (("race", v1), ("race-create", None)):
-            results = await asyncio.gather(*(attempt(i, expected, sid) for i in range(n)))
-            wins = [(i, r) for i, r in enumerate(results) if isinstance(r, str)]
-            losses = [r for r in results if isinstance(r, ConcurrencyError)]
-            expect(len(wins) == 1, f"{sid}: {len(wins)} of {n} concurrent saves won, expected exactly 1")
-            expect(len(losses) == n - 1, f"{sid}: {len(losses)} ConcurrencyErrors, expected {n - 1}")
-            winner, version = wins[0]
-            expect(all(e.expected == expected and e.actual == version for e in losses),
-                   f"{sid}: losers must see expected={expected!r}, actual={version!r}: "
-                   f"{sorted({(e.expected, e.actual) for e in losses}, key=str)}")
+            winner, version = await _race(sid, n, expected, partial(attempt, expected=expected, sid=sid))
             stored = await _must_load(storage, sid, "after the race")
             expect(stored.version == version and stored.checkpoint.metadata == {"writer": winner},
                    f"{sid}: the stored session is not the winner's")
@@ -1267,25 +1282,14 @@ async def check_delegation_concurrent_writers(backend: Backend) -> None:
     writers: list[DelegationStorage] = [storage, *(_delegations(e) for e in extras)]
     now = backend_now(backend)
     try:
-        async def attempt(i: int, expected: str | None, round_: int) -> str | BaseException:
-            target = writers[i % len(writers)]
-            try:
-                return await target.save_delegation(make_delegation("amy", f"r{round_}-d{i}", now=now),
-                                                    expected_version=expected)
-            except ConcurrencyError as exc:
-                return exc
+        async def attempt(i: int, expected: str | None, round_: int) -> str:
+            return await writers[i % len(writers)].save_delegation(
+                make_delegation("amy", f"r{round_}-d{i}", now=now), expected_version=expected)
 
         expected: str | None = None
         for round_ in (1, 2):
-            results = await asyncio.gather(*(attempt(i, expected, round_) for i in range(n)))
-            wins = [(i, r) for i, r in enumerate(results) if isinstance(r, str)]
-            losses = [r for r in results if isinstance(r, ConcurrencyError)]
-            expect(len(wins) == 1, f"round {round_}: {len(wins)} of {n} concurrent saves won, expected exactly 1")
-            expect(len(losses) == n - 1, f"round {round_}: {len(losses)} ConcurrencyErrors, expected {n - 1}")
-            winner, version = wins[0]
-            expect(all(e.expected == expected and e.actual == version for e in losses),
-                   f"round {round_}: losers must see expected={expected!r}, actual={version!r}: "
-                   f"{sorted({(e.expected, e.actual) for e in losses}, key=str)}")
+            winner, version = await _race(f"round {round_}", n, expected,
+                                          partial(attempt, expected=expected, round_=round_))
             stored = await _must_load_delegation(storage, "amy", f"after round {round_}")
             expect(stored.version == version and stored.delegation.delegate == f"r{round_}-d{winner}",
                    f"round {round_}: the stored delegation is not the winner's")

@@ -454,7 +454,7 @@ class SessionRunner:
                     if cp.status in FINISHED_STATUSES:
                         raise SessionClosedError(session_id, cp.status)
                     raise UnknownRequestError(call_id, cp.pending_call_ids(), session_id=session_id)
-                validated[call_id] = (pending, self._validate(pending, result, session_id))
+                validated[call_id] = (pending, self.validate_answer(pending, result, session_id))
             if cp.status in FINISHED_STATUSES:
                 raise SessionClosedError(session_id, cp.status)
             if self._lease_live(cp):
@@ -516,7 +516,8 @@ class SessionRunner:
             opts.record(cp, version)
             return StoredCheckpoint.model_construct(checkpoint=cp, version=version)
 
-    def _validate(self, pending: PendingRequest, result: Any, session_id: str) -> Any:
+    def validate_answer(self, pending: PendingRequest, result: Any, session_id: str) -> Any:
+        """``result`` as the request's response type (ResponseValidationError if it is not one)."""
         requester = self.workflow.executors.get(pending.executor_id)
         if requester is None:
             raise WorkflowDefinitionError(

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +21,16 @@ from hitl_core.checkpoint.redis import RedisCheckpointStorage
 from hitl_core.testing import ManualClock
 from hitl_core.testing.conformance import make_delegation
 
+from . import test_redis
 from .test_redis import _commands_during
+from .test_sqlite import _Recorder
+
+#: test_redis.py's fixture (a fresh key prefix, its keys deleted afterwards), named for this module.
+redis_storage = test_redis.storage
 
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-@pytest.fixture
-async def redis_storage(redis_url: str) -> AsyncIterator[RedisCheckpointStorage]:
-    store = RedisCheckpointStorage(redis_url, key_prefix=f"t-{uuid.uuid4().hex[:10]}:")
-    yield store
-    keys = [k async for k in store.client.scan_iter(match=f"{store.key_prefix}*")]
-    if keys:
-        await store.client.delete(*keys)
-    await store.close()
 
 
 async def _members(storage: RedisCheckpointStorage, key: str) -> list[str]:
@@ -114,19 +107,6 @@ async def test_redis_listing_walks_in_script_sized_steps(redis_url: str) -> None
         if keys:
             await storage.client.delete(*keys)
         await storage.close()
-
-
-class _Recorder:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-        self.calls: list[tuple[str, tuple[Any, ...]]] = []
-
-    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
-        self.calls.append((sql, tuple(params)))
-        return self.db.execute(sql, params)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.db, name)
 
 
 async def test_sqlite_statements_are_parameterised_and_use_the_delegate_index(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from hitl_core import CheckpointStorage, SqliteCheckpointStorage
+from hitl_core import CheckpointStorage
 from hitl_core.access import Caller
 from hitl_core.delegation import DelegationBody
 from hitl_core.errors import (
@@ -37,7 +37,7 @@ from hitl_core.errors import (
 from hitl_core.service import HitlService
 from hitl_core.testing import Backend
 
-from .test_votes import RUNS, service_on
+from .test_votes import RUNS, on_fresh_sqlite, service_on
 
 VOTERS = ["ann", "bob", "cy", "dee"]
 OUTSIDERS = ["sam", "tom"]
@@ -248,14 +248,7 @@ def scenarios(draw: st.DrawFn) -> tuple[list[str], int | str, bool, bool, list[A
     ("delegate", "ann", "sam"), ("vote", "sam", True), ("delegate", "bob", "sam"), ("claim", "sam", None),
     ("vote", "cy", True), ("vote", "sam", True)]))
 def test_votes_claims_and_delegations_match_the_model_on_sqlite(tmp_path: Path, scenario: Any) -> None:
-    async def run() -> None:
-        storage = SqliteCheckpointStorage(tmp_path / f"{uuid.uuid4().hex}.db")
-        try:
-            await play(storage, *scenario)
-        finally:
-            await storage.close()
-
-    asyncio.run(run())
+    on_fresh_sqlite(tmp_path, play, *scenario)
 
 
 async def voters_and_delegates_vote_at_once(service: HitlService, voters: int, delegated: int) -> None:

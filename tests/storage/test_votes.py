@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -186,10 +186,15 @@ def scenarios(draw: st.DrawFn) -> tuple[list[str], int | str, bool, list[tuple[s
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(scenario=scenarios())
 def test_votes_match_the_reference_model_on_sqlite(tmp_path: Path, scenario: Any) -> None:
+    on_fresh_sqlite(tmp_path, play, *scenario)
+
+
+def on_fresh_sqlite(tmp_path: Path, scenario: Callable[..., Awaitable[None]], *args: Any) -> None:
+    """Run one hypothesis example on a SQLite file of its own (examples must not see each other's sessions)."""
     async def run() -> None:
         storage = SqliteCheckpointStorage(tmp_path / f"{uuid.uuid4().hex}.db")
         try:
-            await play(storage, *scenario)
+            await scenario(storage, *args)
         finally:
             await storage.close()
 
