@@ -276,3 +276,29 @@ async def test_voters_and_delegates_at_once(backend: Backend) -> None:
     if backend.clock is not None:  # the conformance clock starts in 2030; delegations are judged by today's
         backend.clock.now = time.time()
     await voters_and_delegates_vote_at_once(service_on(backend.storage), 6, 3)
+
+
+async def test_a_burst_with_duplicates_and_strangers_answers_each_caller(backend: Backend) -> None:
+    await burst_with_duplicates_and_strangers(service_on(backend.storage))
+
+
+async def burst_with_duplicates_and_strangers(service: HitlService) -> None:
+    """Votes sharing a write never swallow another caller's answer: in one burst, every named voter's first
+    vote counts, a second vote by the same person gets 409 with the first, a stranger is refused (and
+    audited), and the request resolves exactly once."""
+    names = [f"b{i}-{uuid.uuid4().hex[:6]}" for i in range(8)]
+    session_id = f"mb-{uuid.uuid4().hex[:10]}"
+    started = await service.start("poll", session_id=session_id, caller=Caller(user="host"),
+                                  input={"voters": names, "quorum": "all", "veto": False})
+    call_id = started.session.pending_requests[0].call_id
+    acts: list[Act] = [("vote", n, True) for n in names] + [("vote", names[2], True), ("vote", "mallory", True)]
+    answers = await asyncio.gather(*(perform(service, session_id, call_id, act) for act in acts))
+    assert answers[:8] == ["ok"] * 8, answers
+    assert answers[8] in ("duplicate", "late") and answers[9] == "refused", answers
+    view = await service.get_session(session_id)
+    assert view.status == "completed" and RUNS[session_id] == 1
+    assert sorted(v["voter"] for v in view.decisions[0]["votes"]) == sorted(names)
+    audit = await service.audit(session_id, verify=True)
+    assert audit.verification is not None and audit.verification.valid
+    assert sorted(r.actor or "" for r in audit.records if r.action in ("voted", "decided")) == sorted(names)
+    assert [r.actor for r in audit.records if r.action == "refused"] == ["mallory"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.storage.test_policy_model import voters_and_delegates_vote_at_once
+from tests.storage.test_policy_model import burst_with_duplicates_and_strangers, voters_and_delegates_vote_at_once
 from tests.storage.test_votes import CONCURRENT, everyone_votes_at_once, play, service_on
 
 from .conftest import StorageFactory
@@ -27,3 +27,7 @@ async def test_a_veto_and_a_duplicate_vote_on_cosmos(make_storage: StorageFactor
 
 async def test_voters_and_delegates_at_once_on_cosmos(make_storage: StorageFactory) -> None:
     await voters_and_delegates_vote_at_once(service_on(await make_storage()), 6, 3)
+
+
+async def test_a_burst_with_duplicates_and_strangers_on_cosmos(make_storage: StorageFactory) -> None:
+    await burst_with_duplicates_and_strangers(service_on(await make_storage()))
