@@ -37,9 +37,7 @@ from ..links import DecisionClaims, LinkTokenError
 from ..views import RequestView
 from ..webapp import render
 from ..webapp.forms import DECISION, Form, build_form, field_errors, read_answer
-from ..webapp.present import due, rows
-from ..workflow.policy import ApprovalPolicy
-from ..workflow.request_info import split_entries
+from ..webapp.present import approvals_needed, due, rows
 from .identity import caller_from_request, link_caller
 from .runtime import get_runtime
 
@@ -136,17 +134,6 @@ def _refused(exc: Exception) -> func.HttpResponse:
     return page("Something went wrong", "<p>The decision could not be recorded. Try again later.</p>", 503)
 
 
-def _approvals_needed(request: RequestView) -> int | None:
-    """How many approvals resolve ``request`` (None: one answer decides, there are no votes)."""
-    if not request.approval:
-        return None
-    policy = ApprovalPolicy.model_validate(request.approval)
-    if not policy.votes:
-        return None
-    users, _ = split_entries(request.approvers)
-    return policy.needed(len(users))
-
-
 async def _pending(claims: DecisionClaims) -> RequestView | None:
     view = await get_runtime().service.get_session(claims.session_id)
     return next((r for r in view.pending_requests if r.call_id == claims.call_id), None)
@@ -193,7 +180,7 @@ async def _link_page(claims: DecisionClaims, token: str, request: RequestView, w
                               decision_field=(request.approval or {}).get("decision_field", "approved"))
     document = render("link.html", title="Decision needed", me=None, dev=False, csrf="", deciding_as=who,
                       request=request, rows=rows(request.data, schema, now), due=due(request.deadline, now),
-                      approvers=approvers, needed=_approvals_needed(request),
+                      approvers=approvers, needed=approvals_needed(request),
                       approvals=sum(1 for v in request.votes if v.get("approve")), voters=voters or "nobody yet",
                       form=form, action="decide", token=token, notice=notice)
     return func.HttpResponse(document, status_code=status, mimetype="text/html", charset="utf-8",
@@ -258,5 +245,5 @@ async def decide_submit(req: func.HttpRequest) -> func.HttpResponse:
     if still is not None:  # a vote under a quorum policy: the request waits for more
         approvals = sum(1 for v in still.votes if v.get("approve"))
         return page("Vote recorded", f"<p>You {verb} the request. Your vote is recorded: {approvals} approval(s) "
-                                     f"of {_approvals_needed(still)} so far; the request waits for the others.</p>")
+                                     f"of {approvals_needed(still)} so far; the request waits for the others.</p>")
     return page("Thank you", f"<p>You {verb} the request. The workflow has continued.</p>")

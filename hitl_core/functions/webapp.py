@@ -38,9 +38,7 @@ from ..errors import (
 from ..serialization import plain
 from ..webapp import BASE, STATIC, CsrfTokens, render, static_file
 from ..webapp.forms import build_form, field_errors, read_answer
-from ..webapp.present import MONEY_FIELDS, due, money, relative, rows, utc_text
-from ..workflow.policy import ApprovalPolicy
-from ..workflow.request_info import split_entries
+from ..webapp.present import MONEY_FIELDS, approvals_needed, due, money, relative, rows, utc_text
 from .identity import caller_from_request
 from .runtime import get_runtime
 
@@ -241,20 +239,10 @@ def _summary(view: Any) -> str:
 
 
 def _progress(view: Any) -> str:
-    needed = _needed(view)
+    needed = approvals_needed(view)
     if needed is None:
         return ""
     return f"{sum(1 for v in view.votes if v.get('approve'))} of {needed} approvals"
-
-
-def _needed(view: Any) -> int | None:
-    if not view.approval:
-        return None
-    policy = ApprovalPolicy.model_validate(view.approval)
-    if not policy.votes:
-        return None
-    users, _ = split_entries(view.approvers)
-    return policy.needed(len(users))
 
 
 @bp.route(route="app/inbox", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -362,7 +350,7 @@ async def _request_page(caller: Caller, ctx: dict[str, Any], session_id: str, ca
     return page("request.html", status, title=_summary(view), request=view,
                 rows=rows(view.data, service.request_schema(pending), now), due=due(view.deadline, now),
                 created={"instant": (view.created_at or now).isoformat(), "text": utc_text(view.created_at or now)},
-                approvers=approvers, subject=view.subject, needed=_needed(view),
+                approvers=approvers, subject=view.subject, needed=approvals_needed(view),
                 approvals=sum(1 for v in view.votes if v.get("approve")), votes=votes,
                 claimed_by=view.claimed_by, claimed_until=claimed_until,
                 may_decide=acting is not None, refusal=refusal,

@@ -121,3 +121,17 @@ def due(deadline: dt.datetime | None, now: dt.datetime) -> dict[str, str] | None
     return {"instant": moment.isoformat(), "text": utc_text(moment),
             "relative": ("overdue since " + relative(moment, now).removesuffix(" ago")) if overdue
             else "due " + relative(moment, now), "urgent": "yes" if moment - now < dt.timedelta(days=1) else ""}
+
+
+def approvals_needed(view: Any) -> int | None:
+    """How many approvals resolve a request view (None: one answer decides, there are no votes)."""
+    from ..workflow.policy import ApprovalPolicy
+    from ..workflow.request_info import split_entries
+
+    if not view.approval:
+        return None
+    policy = ApprovalPolicy.model_validate(view.approval)
+    if not policy.votes:
+        return None
+    users, _ = split_entries(view.approvers)
+    return policy.needed(len(users))
