@@ -9,9 +9,11 @@ import azure.functions as func
 
 import workflows
 from hitl_core.functions import blueprints, configure
+from hitl_core.functions.events import SUBSCRIPTIONS
 
 configure(workflows.ALL)
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in blueprints():
     app.register_functions(blueprint)
+app.eventgrid_subscriptions = SUBSCRIPTIONS  # the Event Grid filters (Bicep in Azure; the local host reads them)

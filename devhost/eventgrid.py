@@ -47,7 +47,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -214,9 +214,11 @@ class _DeliveryStore:
         with self._lock:
             self._conn.close()
 
-    def enqueue(self, topic: str, events: Sequence[dict[str, Any]], functions: Sequence[str], now: float) -> None:
-        rows = [(topic, fn, str(ev["id"]), json.dumps(ev, ensure_ascii=False), now, now)
-                for ev in events for fn in functions]
+    def enqueue(self, topic: str, pairs: Sequence[tuple[dict[str, Any], str]], now: float) -> None:
+        """One delivery row per (event, subscribed function) pair."""
+        rows = [(topic, fn, str(ev["id"]), json.dumps(ev, ensure_ascii=False), now, now) for ev, fn in pairs]
+        if not rows:
+            return
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -331,11 +333,14 @@ class LocalEventGridTopic:
         concurrency: int = 8,
         delivery_timeout: float | None = 300.0,
         keep_finished_seconds: float = 7 * 24 * 3600,
+        filters: Mapping[str, Collection[str]] | None = None,
     ) -> None:
         if not key:
             raise ValueError("the local Event Grid topic needs a non-empty key")
         self._key = key.encode("utf-8")
         self._subscribers = tuple(subscribers)
+        #: function -> the event types its subscription includes (a function not named: every type).
+        self._filters = {name: frozenset(types) for name, types in (filters or {}).items()}
         self._deliver = deliver
         self.retry = retry or RetryPolicy()
         self._store = _DeliveryStore(db_path)
@@ -400,7 +405,9 @@ class LocalEventGridTopic:
                 for err in exc.errors(include_url=False))
             return _error(400, "BadRequest", f"invalid CloudEvent: {problems}")
         events: list[dict[str, Any]] = payload
-        await asyncio.to_thread(self._store.enqueue, topic, events, self._subscribers, time.time())
+        pairs = [(event, fn) for event in events for fn in self._subscribers
+                 if fn not in self._filters or event.get("type") in self._filters[fn]]
+        await asyncio.to_thread(self._store.enqueue, topic, pairs, time.time())
         self._wake.set()
         log.debug("accepted %d event(s) on topic %s for %d subscriber(s)", len(events), topic, len(self._subscribers))
         return web.Response(status=200)

@@ -1001,10 +1001,14 @@ class DevHost:
             self.durable = factory(self, loaded)
             await self.durable.start()
 
+        # An app may declare its subscriptions' event type filters (what the Bicep sets as
+        # includedEventTypes): each function then gets only those types, as in Azure.
+        filters = getattr(self.app, "eventgrid_subscriptions", None)
         self.eventgrid = LocalEventGridTopic(
             db_path=self.data_dir / "eventgrid.db", key=self.eventgrid_key,
             subscribers=[f.name for f in by_kind.get("eventGridTrigger", [])],
-            deliver=self._deliver_event, retry=self._eventgrid_retry)
+            deliver=self._deliver_event, retry=self._eventgrid_retry,
+            filters=filters if isinstance(filters, Mapping) else None)
         await self.eventgrid.start()
 
         web_app = web.Application(client_max_size=MAX_REQUEST_BYTES)

@@ -78,6 +78,15 @@ def deadline_instance_id(session_id: str, call_id: str) -> str:
     return f"hitl-deadline-{digest}"
 
 
+#: The event types each Event Grid trigger is subscribed to: infra/modules/eventgrid-subscription.bicep sets
+#: them as the subscriptions' ``includedEventTypes`` (tests/infra checks the two agree), and the local host
+#: honours them (``app.eventgrid_subscriptions``), so neither function is woken for events it ignores.
+SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
+    "notify_reviewers": (EventType.REQUEST_CREATED, EventType.REQUEST_REMINDER, EventType.REQUEST_ESCALATED),
+    "track_deadlines": (EventType.REQUEST_CREATED, EventType.REQUEST_RESOLVED, EventType.REQUEST_EXPIRED),
+}
+
+
 @bp.event_grid_trigger(arg_name="event")
 async def notify_reviewers(event: TriggerEvent) -> None:
     envelope = cloud_event(event)

@@ -174,3 +174,27 @@ async def test_undelivered_events_survive_a_restart(tmp_path: Path, record_dir: 
         assert (stats["delivered"], stats["pending"]) == (1, 0)
     finally:
         await second.stop()
+
+
+async def test_a_subscription_filter_keeps_other_event_types_from_the_function(
+        tmp_path: Path, record_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in Azure, where each subscription names its includedEventTypes: an app that declares them
+    (``app.eventgrid_subscriptions``) gets each function only the types it subscribed to."""
+    monkeypatch.setattr(sample_app.app, "eventgrid_subscriptions", {"on_event": ["hitl.request.created"]},
+                        raising=False)
+    devhost = _host(tmp_path / "data")
+    await devhost.start()
+    monkeypatch.setenv("HITL_EVENTGRID_TOPIC_ENDPOINT", devhost.eventgrid_topic_url())
+    monkeypatch.setenv("HITL_EVENTGRID_TOPIC_KEY", devhost.eventgrid_key)
+    try:
+        async with httpx.AsyncClient(base_url=devhost.api_url, timeout=10) as http:
+            for kind in ("hitl.request.resolved", "hitl.request.created"):
+                resp = await http.post("/publish", json={"type": kind, "subject": "sessions/s1", "data": {}})
+                assert resp.status_code == 200, resp.text
+        await _until(lambda: len(_events(record_dir)) == 1)
+        await asyncio.sleep(0.2)
+        assert [e["type"] for e in _events(record_dir)] == ["hitl.request.created"]
+        stats = await _stats(devhost)
+        assert (stats["delivered"], stats["pending"]) == (1, 0)
+    finally:
+        await devhost.stop()

@@ -11,6 +11,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from hitl_core.events.models import EventType
+from hitl_core.functions.events import SUBSCRIPTIONS
 from hitl_core.notify.models import REQUEST_EVENT_TYPES
 
 from ._bicep import Resource, all_resources, literal, param_default, resolve_variables
@@ -25,15 +26,17 @@ EVENT_GRID_TRIGGER = "eventGridTrigger"
 SUBSCRIPTION = "Microsoft.EventGrid/topics/eventSubscriptions"
 SUBSCRIPTION_MODULE = "infra/modules/eventgrid-subscription.bicep"
 
-# What each Event Grid trigger function of the app consumes: the filter of its subscription.
-EVENT_FILTERS: dict[str, frozenset[str]] = {
-    # the notification dispatcher handles exactly these and ignores every other type
-    "notify_reviewers": frozenset(str(t) for t in REQUEST_EVENT_TYPES),
-    # starts a request's deadline orchestration, and ends it when the request is decided or expires
-    "track_deadlines": frozenset(
-        str(t) for t in (EventType.REQUEST_CREATED, EventType.REQUEST_RESOLVED, EventType.REQUEST_EXPIRED)
-    ),
-}
+# What each Event Grid trigger function of the app consumes: the filter of its subscription, as the app
+# declares it (the local host delivers by the same table).
+EVENT_FILTERS: dict[str, frozenset[str]] = {name: frozenset(str(t) for t in types)
+                                            for name, types in SUBSCRIPTIONS.items()}
+
+
+def test_the_declared_filters_cover_what_each_function_handles() -> None:
+    assert EVENT_FILTERS["notify_reviewers"] == frozenset(str(t) for t in REQUEST_EVENT_TYPES)
+    assert EVENT_FILTERS["track_deadlines"] == {str(EventType.REQUEST_CREATED), str(EventType.REQUEST_RESOLVED),
+                                                str(EventType.REQUEST_EXPIRED)}
+
 
 _FUNCTION_DESTINATION = re.compile(r"/functions/([A-Za-z_][A-Za-z0-9_]*)$")
 _HOOK_LIST = {
