@@ -160,7 +160,8 @@ def openapi_document(workflows: Mapping[str, type[BaseModel]], *, server_url: st
             "responses": {"200": {"description": "The session after the decision", "content": _json(SessionView)},
                           **_problems(403, 404, 409, 503, *body_errors)}}},
         "/api/requests": {"get": {
-            "operationId": "inbox", "summary": "Reviewer inbox of pending requests, oldest first", "security": key,
+            "operationId": "inbox", "security": key,
+            "summary": "Reviewer inbox of pending requests: nearest deadline first, then oldest",
             "parameters": [
                 {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["pending"]}},
                 {"name": "workflow", "in": "query", "schema": {"type": "string", "pattern": WORKFLOW_PATTERN}},

@@ -21,6 +21,7 @@ from .models import (
     AuditRecord,
     Delegation,
     Page,
+    PendingRequest,
     PendingRequestEntry,
     SessionSummary,
     StoredCheckpoint,
@@ -82,7 +83,8 @@ class CheckpointStorage(Protocol):
         limit: int = 50,
         continuation: str | None = None,
     ) -> Page[PendingRequestEntry]:
-        """The reviewer inbox: pending requests, oldest first (created_at, session id, call id).
+        """The reviewer inbox: pending requests, the nearest deadline first (none: last), then the oldest
+        (:func:`inbox_order`, session id, call id).
 
         ``assignees`` keeps the requests whose ``approvers`` hold ANY of these keys (e.g. a
         caller's ``user:<id>`` and each ``role:<name>``), each request once however many keys it
@@ -185,9 +187,21 @@ def epoch_seconds(moment: dt.datetime) -> float:
     return (moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)).timestamp()
 
 
+#: Where a request without a deadline sorts: after every request that has one.
+NO_DEADLINE = "9999-12-31T23:59:59.999999Z"
+
+
+def inbox_order(request: PendingRequest) -> str:
+    """A request's place in the inbox as one string whose order is the inbox order: the nearest
+    deadline first (no deadline: last), then the oldest. Every backend indexes this value (in the
+    index slots still named ``created_at`` for stored data's sake), so paging follows it."""
+    due = sort_stamp(request.deadline) if request.deadline is not None else NO_DEADLINE
+    return due + sort_stamp(request.created_at)
+
+
 def inbox_key(entry: PendingRequestEntry) -> tuple[str, str, str]:
-    """Inbox order: oldest request first, ties broken by session and call id."""
-    return (sort_stamp(entry.request.created_at), entry.session_id, entry.request.call_id)
+    """Inbox order: the nearest deadline first, then the oldest; ties broken by session and call id."""
+    return (inbox_order(entry.request), entry.session_id, entry.request.call_id)
 
 
 def inbox_entries(checkpoint: WorkflowCheckpoint) -> list[PendingRequestEntry]:

@@ -42,8 +42,10 @@ operations and pay for several writes, on the path that runs for every decision.
 read far less often than sessions are written, so the cost goes there instead: the inbox query
 selects the session documents holding at least one pending request not older than the page's
 keyset (``inbox_newest_created_at >= after``), ordered by their *oldest* pending request, and
-projects only ``inbox``. Python flattens those into rows and merges them in the reference order
-``(created_at, session_id, call_id)``; it stops reading as soon as the next session's oldest
+projects only ``inbox``. (The ``inbox_*_created_at`` fields hold each request's inbox order key,
+:func:`~hitl_core.checkpoint.base.inbox_order`: deadline, then creation time; the names stay for the
+index policy's sake.) Python flattens those into rows and merges them in the reference order
+``(inbox order, session_id, call_id)``; it stops reading as soon as the next session's oldest
 request is newer than the page's last row (nothing after it can sort earlier), so it reads few
 documents beyond the page — sessions rarely hold more than a couple of pending requests. The
 continuation token is the keyset of the page's last row (the token the SQLite backend issues),
@@ -122,7 +124,7 @@ from .base import (
     epoch_seconds,
     inbox_assignees,
     inbox_key,
-    sort_stamp,
+    inbox_order,
 )
 from .cosmos_layout import DEFAULT_TTL, INDEXING_POLICY, PARTITION_KEY_PATH
 from .models import (
@@ -532,7 +534,7 @@ class CosmosDBCheckpointStorage:
         if ttl_seconds:
             doc["ttl"] = int(ttl_seconds)
         if checkpoint.pending_requests:
-            created = [sort_stamp(p.created_at) for p in checkpoint.pending_requests]
+            created = [inbox_order(p) for p in checkpoint.pending_requests]  # the inbox order key
             doc["inbox_oldest_created_at"] = min(created)
             doc["inbox_newest_created_at"] = max(created)
             doc["assignees"] = sorted({a for p in checkpoint.pending_requests for a in p.approvers})

@@ -19,7 +19,7 @@ Keys (``P`` is ``key_prefix``, default ``"hitl:"``)::
                                  records outlive the session, as in the other backends)
     P idx:sessions         zset  score 0, member sid           list_sessions (ZRANGEBYLEX)
     P idx:sessions:wf:{w}  zset  the same, one workflow
-    P idx:inbox            zset  score 0, member created_at \\0 sid \\0 call_id   the inbox
+    P idx:inbox            zset  score 0, member order \\0 sid \\0 call_id   the inbox
     P idx:inbox:wf:{w}     zset  the same, one workflow
     P idx:inbox:as:{a}     zset  the same, requests that list ``a`` among their approvers
     P delegation:{d}       hash  doc, version, delegate   an out-of-office delegation of ``d``
@@ -32,11 +32,11 @@ Keys (``P`` is ``key_prefix``, default ``"hitl:"``)::
 The version is a per-session counter kept in the hash (a hash rather than a plain string so
 the version, workflow and status can be compared and filtered inside scripts without parsing
 the document). All index sets use score 0 and lexicographic members, so keyset paging is a
-``ZRANGEBYLEX (last +`` with no OFFSET. Inbox members are ``created_at``, session id and call
-id joined by NUL bytes after an order-preserving escape (``\\0`` -> ``\\1\\1``, ``\\1`` ->
-``\\1\\2``), so byte order of the member equals the (created_at, session_id, call_id) tuple
-order the other backends use, even for ids containing the separator. ``created_at`` is
-normalised to UTC first so the order is chronological whatever offset the caller used.
+``ZRANGEBYLEX (last +`` with no OFFSET. Inbox members are the request's inbox order key
+(:func:`~hitl_core.checkpoint.base.inbox_order`: deadline, then creation time, both as UTC
+stamps), session id and call id joined by NUL bytes after an order-preserving escape (``\\0`` ->
+``\\1\\1``, ``\\1`` -> ``\\1\\2``), so byte order of the member equals the (order, session_id,
+call_id) tuple order the other backends use, even for ids containing the separator.
 
 An inbox for several assignee keys (a person's ``user:`` key and each ``role:`` key) walks the
 union of their ``idx:inbox:as:`` sets: the listing script merges them itself (a k-way merge over
@@ -72,7 +72,6 @@ first use of ``RedisCheckpointStorage`` (``pip install hitl_core[redis]``).
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -99,6 +98,7 @@ from .base import (
     encode_token,
     epoch_seconds,
     inbox_assignees,
+    inbox_order,
 )
 from .models import (
     AuditRecord,
@@ -436,13 +436,6 @@ def _unescape(part: str) -> str:
     return _UNESCAPE.sub(lambda m: "\x00" if m.group(1) == "\x01" else "\x01", part)
 
 
-def _utc_iso(value: dt.datetime) -> str:
-    """The sort key of a timestamp: UTC ISO 8601 (a naive value is taken to be UTC already)."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC).isoformat()
-    return value.astimezone(dt.UTC).isoformat()
-
-
 def _inbox_member(created_at: str, session_id: str, call_id: str) -> str:
     return "\x00".join((created_at, _escape(session_id), _escape(call_id)))
 
@@ -578,7 +571,7 @@ class RedisCheckpointStorage:
         sid, wf = checkpoint.session_id, checkpoint.workflow
         refs = [(self._sessions_index(), sid), (self._sessions_index(wf), sid)]
         for pending in checkpoint.pending_requests:
-            member = _inbox_member(_utc_iso(pending.created_at), sid, pending.call_id)
+            member = _inbox_member(inbox_order(pending), sid, pending.call_id)
             refs.append((self._inbox_index(), member))
             refs.append((self._inbox_index(workflow=wf), member))
             refs.extend((self._inbox_index(assignee=a), member) for a in dict.fromkeys(pending.approvers))

@@ -35,7 +35,7 @@ from .base import (
     epoch_seconds,
     expiry,
     inbox_assignees,
-    sort_stamp,
+    inbox_order,
 )
 from .models import (
     AuditRecord,
@@ -191,7 +191,7 @@ class SqliteCheckpointStorage:
                     "INSERT INTO requests(session_id, call_id, workflow, created_at, approvers, doc)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
                     [
-                        (sid, p.call_id, checkpoint.workflow, sort_stamp(p.created_at), json.dumps(p.approvers),
+                        (sid, p.call_id, checkpoint.workflow, inbox_order(p), json.dumps(p.approvers),
                          p.model_dump_json())
                         for p in checkpoint.pending_requests
                     ],

@@ -271,10 +271,10 @@ async def app_inbox(req: func.HttpRequest) -> func.HttpResponse:
                 continue
             items.append({"session_id": view.session_id, "call_id": view.call_id, "workflow": view.workflow,
                           "summary": _summary(view), "due": deadline, "claimed_by": view.claimed_by,
-                          "progress": _progress(view), "sort": view.deadline or dt.datetime.max.replace(tzinfo=dt.UTC),
+                          "progress": _progress(view),
                           "created": {"instant": (view.created_at or now).isoformat(),
                                       "text": utc_text(view.created_at or now)}})
-        items.sort(key=lambda item: item["sort"])
+        # the storage's inbox order already is the nearest deadline first, across pages
         next_page = None
         if found.continuation:
             query = {k: v for k, v in (("workflow", workflow), ("due", "soon" if soon else None),

@@ -579,7 +579,7 @@ async def check_ttl_cleared_by_save_without_ttl(backend: Backend) -> None:
 
 @check
 async def check_inbox_order(backend: Backend) -> None:
-    """The inbox is ordered by created_at, then session id, then call id; entries are complete."""
+    """Without deadlines the inbox is ordered by created_at, then session id, then call id; entries are complete."""
     storage = backend.storage
     t = T0
     half = t + dt.timedelta(microseconds=500_000)
@@ -603,6 +603,40 @@ async def check_inbox_order(backend: Backend) -> None:
            f"an inbox entry lost data: {entry!r}")
     paged = _inbox_ids(await _all_inbox(storage, limit=2))
     expect(paged == expected, f"paged inbox order is {paged}")
+
+
+@check
+async def check_inbox_deadline_order(backend: Backend) -> None:
+    """The nearest deadline comes first (requests without one last, oldest first), across pages and
+    sessions, for one assignee too; a deadline moved by a save (an escalation) moves the request."""
+    storage = backend.storage
+    t = T0
+    plan = {
+        "d-1": [make_request("far", created_at=t, deadline=t + dt.timedelta(days=5), approvers=["role:r"]),
+                make_request("none-old", created_at=t - dt.timedelta(days=1), approvers=["role:r"])],
+        "d-2": [make_request("soon", created_at=t + dt.timedelta(hours=1), deadline=t + dt.timedelta(hours=2),
+                             approvers=["role:r"])],
+        "d-3": [make_request("none-new", created_at=t + dt.timedelta(hours=3), approvers=["role:r"]),
+                make_request("mid", created_at=t + dt.timedelta(hours=4), deadline=t + dt.timedelta(days=1),
+                             approvers=["role:r"])],
+    }
+    versions = {}
+    for sid, requests in plan.items():
+        versions[sid] = await storage.save(make_checkpoint(sid, workflow="due", requests=requests),
+                                           expected_version=None)
+    expected = [("d-2", "soon"), ("d-3", "mid"), ("d-1", "far"), ("d-1", "none-old"), ("d-3", "none-new")]
+    filter_sets: list[dict[str, Any]] = [{}, {"assignee": "role:r"}, {"workflow": "due"}]
+    for filters in filter_sets:
+        whole = _inbox_ids((await storage.list_pending_requests(**filters)).items)
+        expect(whole == expected, f"inbox order with {filters} is {whole}, expected {expected}")
+        paged = _inbox_ids(await _all_inbox(storage, limit=2, **filters))
+        expect(paged == expected, f"paged inbox order with {filters} is {paged}, expected {expected}")
+    moved = make_checkpoint("d-1", workflow="due", requests=[
+        make_request("far", created_at=t, deadline=t + dt.timedelta(minutes=30), approvers=["role:r"]),
+        plan["d-1"][1]])
+    await storage.save(moved, expected_version=versions["d-1"])
+    first = _inbox_ids((await storage.list_pending_requests(limit=1)).items)
+    expect(first == [("d-1", "far")], f"a request whose deadline moved nearer did not move up: {first}")
 
 
 @check

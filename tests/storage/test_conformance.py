@@ -21,8 +21,8 @@ def test_suite_has_every_check() -> None:
     names = {check_id(c) for c in CHECKS}
     assert names >= {
         "round_trip", "create_only", "stale_version_conflicts", "versions_change_on_every_save", "delete",
-        "list_sessions_filters", "list_sessions_paging", "ttl_expiry", "inbox_order", "inbox_filters",
-        "inbox_paging", "inbox_follows_saves", "inbox_any_of_assignees", "inbox_multi_key_paging",
+        "list_sessions_filters", "list_sessions_paging", "ttl_expiry", "inbox_order", "inbox_deadline_order",
+        "inbox_filters", "inbox_paging", "inbox_follows_saves", "inbox_any_of_assignees", "inbox_multi_key_paging",
         "bad_continuation", "audit", "size_guard", "unicode", "large_payload", "concurrent_writers",
         "approval_fields_round_trip", "stale_vote_and_claim_conflict",
         "delegation_round_trip", "delegation_create_only", "delegation_versions", "delegation_delete",

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from hitl_core.checkpoint.base import encode_token
+from hitl_core.checkpoint.base import NO_DEADLINE, encode_token, sort_stamp
 from hitl_core.checkpoint.redis import RedisCheckpointStorage
 from hitl_core.errors import ConcurrencyError, StorageError, StorageUnavailableError
 from hitl_core.testing import make_audit, make_checkpoint, make_request
@@ -118,7 +118,7 @@ async def test_key_layout_and_ttls(storage: RedisCheckpointStorage) -> None:
     assert 59_000 < await c.pttl(f"{p}requests:lay") <= 60_000
     assert await c.pttl(f"{p}audit:lay") == -1, "audit must not expire with the session"
     assert await c.pttl(f"{p}refs:lay") == -1, "the refs list must outlive the session to clean the indexes"
-    member = "\x00".join((T0.isoformat(), "lay", "c1")).encode()
+    member = "\x00".join((NO_DEADLINE + sort_stamp(T0), "lay", "c1")).encode()  # the inbox order key
     for index in ("idx:inbox", "idx:inbox:wf:expense", "idx:inbox:as:ann"):
         assert await c.zrange(f"{p}{index}", 0, -1) == [member], index
     assert await c.zrange(f"{p}idx:sessions:wf:expense", 0, -1) == [b"lay"]
@@ -224,7 +224,7 @@ async def test_tokens_are_portable_between_instances(storage: RedisCheckpointSto
     finally:
         await other.close()
     assert [e.session_id for e in first.items + rest.items] == [f"k-{n}" for n in range(5)]
-    assert first.continuation == encode_token([T0.isoformat(), "k-1", "c"])
+    assert first.continuation == encode_token([NO_DEADLINE + sort_stamp(T0), "k-1", "c"])
 
 
 async def test_constructor_validation(redis_url: str) -> None:

@@ -20,6 +20,7 @@ import pytest
 from azure.core.credentials import AccessToken
 
 from hitl_core.checkpoint import InMemoryCheckpointStorage, InvalidContinuationError
+from hitl_core.checkpoint.base import NO_DEADLINE
 from hitl_core.checkpoint.cosmos import (
     COSMOS_ITEM_LIMIT_BYTES,
     DEFAULT_COSMOS_MAX_DOCUMENT_BYTES,
@@ -91,8 +92,9 @@ async def test_round_trip_version_is_the_etag_and_document_shape(storage: Cosmos
     assert doc["_etag"] == version
     assert doc["id"] == "s-1" and doc["session_id"] == "s-1" and doc["kind"] == "session"
     assert doc["workflow"] == "expense" and doc["status"] == "pending"
-    assert doc["inbox_oldest_created_at"] == "2025-01-01T00:00:00.000000Z"
-    assert doc["inbox_newest_created_at"] == "2025-01-01T00:05:00.000000Z"
+    # the inbox order key: no deadline (last), then the creation time
+    assert doc["inbox_oldest_created_at"] == NO_DEADLINE + "2025-01-01T00:00:00.000000Z"
+    assert doc["inbox_newest_created_at"] == NO_DEADLINE + "2025-01-01T00:05:00.000000Z"
     assert doc["assignees"] == ["alice", "bob"]
     assert "ttl" not in doc and doc["expires_at"] is None
     assert doc["checkpoint"] == cp.model_dump_json()  # exact JSON text (see the module docstring)
