@@ -263,10 +263,12 @@ async def app_inbox(req: func.HttpRequest) -> func.HttpResponse:
         now = utcnow()
         me = ctx["me"]["id"]
         items: list[dict[str, Any]] = []
+        beyond = False  # the inbox is in deadline order: once one is not due soon, none after it is
         for view in found.items:
             deadline = due(view.deadline, now)
             if soon and not (deadline and deadline["urgent"]):
-                continue
+                beyond = True
+                break
             if mine and view.claimed_by != me:
                 continue
             items.append({"session_id": view.session_id, "call_id": view.call_id, "workflow": view.workflow,
@@ -276,7 +278,7 @@ async def app_inbox(req: func.HttpRequest) -> func.HttpResponse:
                                       "text": utc_text(view.created_at or now)}})
         # the storage's inbox order already is the nearest deadline first, across pages
         next_page = None
-        if found.continuation:
+        if found.continuation and not beyond:
             query = {k: v for k, v in (("workflow", workflow), ("due", "soon" if soon else None),
                                        ("claimed", "me" if mine else None),
                                        ("continuation", found.continuation)) if v}

@@ -4,11 +4,16 @@ Called through the app's own functions (the browser tests walk the real host).""
 
 from __future__ import annotations
 
+import datetime as dt
+import html
+import re
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from hitl_core.checkpoint.models import utcnow
 from hitl_core.events import InMemoryEventPublisher
 from hitl_core.functions import get_runtime
 from tests.functions.conftest import call, http
@@ -90,3 +95,32 @@ async def test_under_easy_auth_the_app_signs_in_through_app_service(tmp_path: Pa
         status, page, _ = await call("app_inbox", http("GET", "http://h/api/app/inbox", headers=signed_in))
         assert status == 200 and "Signed in as <b>Amy Adams</b>" in str(page)
         assert "Sign out" not in str(page)  # App Service owns the session (/.auth/logout)
+
+
+async def test_due_soon_follows_the_deadline_order_across_pages(app: InMemoryEventPublisher,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inbox is in deadline order, so "due within a day" is its first part: the filter pages through it
+    and stops where the deadlines are further away (the manager's requests here are due in two days)."""
+    import hitl_core.functions.webapp as webapp
+
+    monkeypatch.setattr(webapp, "PAGE_SIZE", 2)
+    for n in range(3):
+        await start_expense(f"s-{n}")
+    service = get_runtime().service
+    for n in range(2):  # two requests become due within the hour (as an escalation would make them)
+        stored = await service.storage.load(f"s-{n}")
+        assert stored is not None
+        stored.checkpoint.pending_requests[0].deadline = utcnow() + dt.timedelta(minutes=30 + n)
+        await service.storage.save(stored.checkpoint, expected_version=stored.version)
+    status, page, _ = await call("app_inbox", http("GET", "http://h/api/app/inbox", params={"due": "soon"},
+                                                   headers=as_("amy")))
+    assert status == 200
+    assert re.findall(r"/sessions/(s-\d)/requests/", str(page)) == ["s-0", "s-1"]
+    assert "Next page" in str(page)  # the page was full: there may be more due soon
+    nxt = re.search(r'href="/api/app/inbox\?([^"]+)">Next page', str(page))
+    assert nxt is not None
+    params = dict(urllib.parse.parse_qsl(html.unescape(nxt.group(1))))
+    status, page, _ = await call("app_inbox", http("GET", "http://h/api/app/inbox", params=params,
+                                                   headers=as_("amy")))
+    assert status == 200 and re.findall(r"/sessions/(s-\d)/requests/", str(page)) == []
+    assert "Next page" not in str(page)  # s-2 is due in two days: the walk stops there
