@@ -41,7 +41,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import math
 import os
 import resource
 import shlex
@@ -55,11 +54,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.cosmos_counting import WRITE_RU_PER_KB, CountedContainer, doc_size, started_kb
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_DIRECTORY = ROOT / "devhost" / "demo-directory.json"
 AUTHOR, REVIEWER = "mona", "rita"
 TOPIC_KEY = "bench-topic-key"
-WRITE_RU_PER_KB = 5.5
 INSTANCE_GB = 2.0  # Flex Consumption instance memory size 2,048 MB
 CLEAR_WAIT_S = 1.2  # HitlService.outbox_clear_delay is 1 s
 
@@ -85,10 +85,6 @@ class Tally:
     def snapshot(self) -> dict[str, Any]:
         return {"calls": dict(self.calls), "backend": dict(self.backend), "bytes_written": self.bytes_written,
                 "bytes_read": self.bytes_read, "ru": round(self.ru, 1)}
-
-
-def _kb(size: int) -> int:
-    return max(1, math.ceil(size / 1024))
 
 
 class CountingStorage:
@@ -166,49 +162,28 @@ class _Rows:
         return iter(self._rows)
 
 
-class CountingContainer:
-    """azure.cosmos.aio ContainerProxy stand-in: requests by kind, document sizes and their RU estimate."""
+class CountingContainer(CountedContainer):
+    """The container's requests by kind, document sizes and their RU estimate, in the phase's tally."""
 
     def __init__(self, inner: Any, tally: Tally) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._tally = tally
 
-    def _write(self, kind: str, doc: dict[str, Any]) -> None:
-        size = len(json.dumps(doc, separators=(",", ":")).encode())
+    def wrote(self, kind: str, doc: dict[str, Any]) -> None:
+        size = doc_size(doc)
         self._tally.backend[kind] += 1
         self._tally.bytes_written += size
-        self._tally.ru += WRITE_RU_PER_KB * _kb(size)
+        self._tally.ru += WRITE_RU_PER_KB * started_kb(size)
 
-    async def read_item(self, *args: Any, **kwargs: Any) -> Any:
+    def read(self, doc: dict[str, Any] | None) -> None:
         self._tally.backend["read"] += 1
-        try:
-            doc = await self._inner.read_item(*args, **kwargs)
-        except Exception:
+        if doc is None:
             self._tally.backend["read (missing)"] += 1
             self._tally.ru += 1
-            raise
-        size = len(json.dumps(doc, separators=(",", ":")).encode())
+            return
+        size = doc_size(doc)
         self._tally.bytes_read += size
-        self._tally.ru += _kb(size)
-        return doc
-
-    async def create_item(self, body: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        self._write("create", body)
-        return await self._inner.create_item(body, *args, **kwargs)
-
-    async def replace_item(self, item: Any, body: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        self._write("replace", body)
-        return await self._inner.replace_item(item, body, *args, **kwargs)
-
-    async def upsert_item(self, body: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        self._write("upsert", body)
-        return await self._inner.upsert_item(body, *args, **kwargs)
-
-    async def execute_item_batch(self, operations: Any, *args: Any, **kwargs: Any) -> Any:
-        for op in operations:
-            body = op[1][-1]
-            self._write(f"batch {op[0]}", body)
-        return await self._inner.execute_item_batch(operations, *args, **kwargs)
+        self._tally.ru += started_kb(size)
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._inner, name)

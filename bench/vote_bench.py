@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import math
 import os
 import shlex
@@ -52,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import emit, now_ns, versions
+from bench.cosmos_counting import WRITE_RU_PER_KB, CountedContainer, doc_size, started_kb
 from hitl_core import SqliteCheckpointStorage
 from hitl_core.access import Caller
 from hitl_core.checkpoint.base import CheckpointStorage
@@ -61,13 +61,8 @@ from hitl_core.service import HitlService
 from tests.storage.test_votes import RUNS, service_on
 
 VOTE_TASK = "vote-"
-WRITE_RU_PER_KB = 5.5
 P99_GOAL_MS = 200.0
 ROUND_TIMEOUT_S = 90.0
-
-
-def kb(size: int) -> int:
-    return max(1, math.ceil(size / 1024))
 
 
 def in_vote() -> bool:
@@ -160,59 +155,33 @@ class CountingStorage:
         return getattr(self.inner, name)
 
 
-def _doc_size(doc: Any) -> int:
-    return len(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode())
-
-
-class CountingContainer:
-    """An azure.cosmos.aio ContainerProxy, counted: requests by kind, document bytes, RU estimate."""
+class CountingContainer(CountedContainer):
+    """The container's requests by kind, document bytes and RU estimate, in the calling vote's tally."""
 
     def __init__(self, inner: Any, counts: Counts) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._counts = counts
 
-    def _write(self, kind: str, doc: dict[str, Any]) -> None:
+    def wrote(self, kind: str, doc: dict[str, Any]) -> None:
         tally = self._counts.here()
         tally.requests[kind] += 1
         if self._counts.measure_sizes:
-            size = _doc_size(doc)
+            size = doc_size(doc)
             tally.bytes_written += size
-            tally.ru += WRITE_RU_PER_KB * kb(size)
+            tally.ru += WRITE_RU_PER_KB * started_kb(size)
 
-    async def read_item(self, *args: Any, **kwargs: Any) -> Any:
+    def read(self, doc: dict[str, Any] | None) -> None:
         tally = self._counts.here()
         tally.requests["read"] += 1
-        try:
-            doc = await self._inner.read_item(*args, **kwargs)
-        except Exception:
+        if doc is None:
             tally.ru += 1
-            raise
-        if self._counts.measure_sizes:
-            size = _doc_size(doc)
+        elif self._counts.measure_sizes:
+            size = doc_size(doc)
             tally.bytes_read += size
-            tally.ru += kb(size)
-        return doc
+            tally.ru += started_kb(size)
 
-    async def create_item(self, body: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        self._write("create", body)
-        return await self._inner.create_item(body, *args, **kwargs)
-
-    async def replace_item(self, item: Any, body: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        self._write("replace", body)
-        return await self._inner.replace_item(item, body, *args, **kwargs)
-
-    async def upsert_item(self, body: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        self._write("upsert", body)
-        return await self._inner.upsert_item(body, *args, **kwargs)
-
-    async def execute_item_batch(self, operations: Sequence[Any], *args: Any, **kwargs: Any) -> Any:
+    def batch(self) -> None:
         self._counts.here().requests["batch"] += 1
-        for op in operations:
-            self._write(f"batch {op[0]}", op[1][-1])
-        return await self._inner.execute_item_batch(operations, *args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 # -- backends ---------------------------------------------------------------------------------
