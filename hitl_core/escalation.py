@@ -35,8 +35,8 @@ from pydantic import ValidationError
 
 from .access import Caller, grant_access
 from .audit import append_record
-from .checkpoint.models import Decision, PendingRequest, StoredCheckpoint, WorkflowCheckpoint, utcnow
-from .errors import ConcurrencyError, RequestAlreadyHandledError, ResponseValidationError
+from .checkpoint.models import Decision, PendingRequest, WorkflowCheckpoint, utcnow
+from .errors import RequestAlreadyHandledError, ResponseValidationError
 from .events.models import EventType, make_event
 from .workflow.policy import ApprovalPolicy, EscalationStep, first_deadline_offset
 from .workflow.request_info import USER_PREFIX, approver_entries, split_entries
@@ -236,13 +236,8 @@ class Escalations:
                 result = self._remind_step(cp, pending, current, chain, now)
             outcome, record = result
             cp.updated_at = now
-            try:
-                version = await svc.storage.save(cp, expected_version=stored.version, ttl_seconds=svc._ttl_for(cp),
-                                                  audit=[record])
-            except ConcurrencyError:
-                continue
-            await svc._publish(StoredCheckpoint.model_construct(checkpoint=cp, version=version))
-            return outcome
+            if await svc.save_act(stored, record) is not None:
+                return outcome
 
     @staticmethod
     def _advance(pending: PendingRequest, chain: list[EscalationStep], index: int,
@@ -378,9 +373,5 @@ class Escalations:
             record = append_record(cp, action, call_id=call_id, actor=SYSTEM_ACTOR, source="deadline",
                                    detail={**self._step_info(index, chain, chain[index]), **detail})
             cp.updated_at = now
-            try:
-                await svc.storage.save(cp, expected_version=stored.version, ttl_seconds=svc._ttl_for(cp),
-                                       audit=[record])
-            except ConcurrencyError:
-                continue
-            return self._after(action, pending, index)
+            if await svc.save_act(stored, record, announce=False) is not None:
+                return self._after(action, pending, index)

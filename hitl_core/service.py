@@ -342,6 +342,22 @@ class HitlService:
         kind = EventType.REQUEST_EXPIRED if decision.outcome == "expired" else EventType.REQUEST_RESOLVED
         return make_event(kind, workflow=cp.workflow, session_id=cp.session_id, call_id=decision.call_id, data=data)
 
+    async def save_act(self, stored: StoredCheckpoint, record: AuditRecord, *,
+                       announce: bool = True) -> StoredCheckpoint | None:
+        """Save ``stored.checkpoint``, changed by one audited act (a claim, a refusal, an escalation step),
+        if nobody wrote the session since it was read; then publish what it announced (``announce``).
+        None: another write came first: the caller reads again and redoes the act."""
+        cp = stored.checkpoint
+        try:
+            version = await self.storage.save(cp, expected_version=stored.version, ttl_seconds=self._ttl_for(cp),
+                                              audit=[record])
+        except ConcurrencyError:
+            return None
+        saved = StoredCheckpoint.model_construct(checkpoint=cp, version=version)
+        if announce:
+            await self._publish(saved)
+        return saved
+
     async def _publish(self, stored: StoredCheckpoint | None) -> None:
         """Publish the outbox of a just-saved checkpoint, then clear it in the background."""
         if stored is None:
@@ -736,13 +752,8 @@ class HitlService:
                                         call_id=call_id, data={**data, "action": action},
                                         discriminator=f"{action}:{record.seq}"))
             cp.updated_at = now
-            try:
-                version = await self.storage.save(cp, expected_version=stored.version, ttl_seconds=self._ttl_for(cp),
-                                                  audit=[record])
-            except ConcurrencyError:
-                continue
-            await self._publish(StoredCheckpoint.model_construct(checkpoint=cp, version=version))
-            return self.request_view(cp, pending)
+            if await self.save_act(stored, record) is not None:
+                return self.request_view(cp, pending)
 
     async def decider(self, session_id: str, call_id: str, caller: Caller) -> Identity:
         """Who ``caller`` would decide the pending request as (themselves, or as a delegate: see
@@ -945,12 +956,8 @@ class HitlService:
             detail: dict[str, Any] = {"reason": reason, "via": caller.via if caller else "system"}
             record = append_record(cp, "refused", call_id=call_id, actor=actor,
                                    source=caller.source if caller else None, detail=detail)
-            ttl = self._ttl_for(cp)
-            try:
-                await self.storage.save(cp, expected_version=stored.version, ttl_seconds=ttl, audit=[record])
+            if await self.save_act(stored, record, announce=False) is not None:
                 return True
-            except ConcurrencyError:
-                continue
         return False
 
     async def cancel(self, session_id: str, *, caller: Caller | None = None) -> SessionView:
