@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sqlite3
 import uuid
 from email.message import EmailMessage
@@ -41,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from bench.serve import serve_until_signalled
 
 #: The demo directory's two members of the ``reviewers`` role (devhost/demo-directory.json).
 REVIEWERS = ("rita@example.com", "ron@example.com")
@@ -175,16 +176,7 @@ async def serve(args: argparse.Namespace) -> None:
     app.router.add_post("/api/workflows/{workflow}/sessions", floor.start)
     app.router.add_post("/api/sessions/{session_id}/responses", floor.decide)
     app.router.add_get("/api/health", floor.health)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", args.port)
-    await site.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    await runner.cleanup()
+    await serve_until_signalled(app, args.port)
     await floor.close()
 
 

@@ -96,6 +96,16 @@ def _get_json(url: str, timeout: float = 30) -> Any:
         return json.loads(answer.read())
 
 
+def _wait_until_idle(url: str, busy_key: str, limit_s: float, poll_s: float) -> float:
+    """Seconds until ``url`` answers with a falsy ``busy_key`` (or ``limit_s`` passed)."""
+    began = time.monotonic()
+    while time.monotonic() - began < limit_s:
+        if not _get_json(url).get(busy_key):
+            break
+        time.sleep(poll_s)
+    return round(time.monotonic() - began, 1)
+
+
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], what: str, limit_s: float = 60) -> None:
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
@@ -151,12 +161,7 @@ class Host:
 
     def drain_events(self, limit_s: float = 300) -> float:
         """Seconds until the local topic has delivered every event (notifications included)."""
-        began = time.monotonic()
-        while time.monotonic() - began < limit_s:
-            if not _get_json(f"{self.base}/api/_dev/eventgrid").get("pending"):
-                break
-            time.sleep(1)
-        return round(time.monotonic() - began, 1)
+        return _wait_until_idle(f"{self.base}/api/_dev/eventgrid", "pending", limit_s, 1.0)
 
     def event_stats(self) -> dict[str, Any]:
         stats = _get_json(f"{self.base}/api/_dev/eventgrid")
@@ -202,12 +207,8 @@ class FloorServer:
         _wait_healthy(f"{self.base}/api/health", self.proc, "floor")
 
     def drain_mails(self, limit_s: float = 600) -> float:
-        began = time.monotonic()
-        while time.monotonic() - began < limit_s:
-            if not _get_json(f"{self.base}/api/health").get("mails_in_flight"):
-                break
-            time.sleep(0.5)
-        return round(time.monotonic() - began, 1)
+        """Seconds until the floor has sent every e-mail it queued."""
+        return _wait_until_idle(f"{self.base}/api/health", "mails_in_flight", limit_s, 0.5)
 
     def preload(self, count: int) -> None:
         import sqlite3

@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 
 from aiohttp import web
+
+from bench.serve import serve_until_signalled
 
 
 async def serve(port: int, key: str) -> None:
@@ -38,15 +39,7 @@ async def serve(port: int, key: str) -> None:
     app = web.Application(client_max_size=2 * 1024 * 1024)
     app.router.add_post("/runtime/eventgrid/topics/{topic}/api/events", publish)
     app.router.add_get("/stats", get_stats)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    await runner.cleanup()
+    await serve_until_signalled(app, port)
 
 
 def main() -> None:
