@@ -201,10 +201,11 @@ class Delegations:
                 return replace(who, on_behalf_of=delegator)
         return None
 
-    async def inbox_keys(self, who: Identity) -> list[str]:
-        """The inbox keys of everyone ``who`` acts for (their ``user:`` id and roles)."""
+    async def inbox_keys(self, who: Identity) -> tuple[list[str], list[str]]:
+        """(everyone ``who`` acts for, their inbox keys: each one's ``user:`` id and roles)."""
+        delegators = await self.delegators(who.person_id or "")
         keys: list[str] = []
-        for delegator in await self.delegators(who.person_id or ""):
+        for delegator in delegators:
             absent = await self.access.identify(Caller(user=delegator, auth="system", via="system"))
             keys.extend(absent.assignee_keys())
-        return keys
+        return delegators, keys

@@ -755,10 +755,12 @@ class HitlService:
             if await self.save_act(stored, record) is not None:
                 return self.request_view(cp, pending)
 
-    async def decider(self, session_id: str, call_id: str, caller: Caller) -> Identity:
+    async def decider(self, session_id: str, call_id: str, caller: Caller, *,
+                      checkpoint: WorkflowCheckpoint | None = None) -> Identity:
         """Who ``caller`` would decide the pending request as (themselves, or as a delegate: see
-        ``Identity.on_behalf_of``); raises :class:`NotAuthorizedError` when they may not. Reads only."""
-        cp = (await self._load(session_id)).checkpoint
+        ``Identity.on_behalf_of``); raises :class:`NotAuthorizedError` when they may not. Reads only
+        (nothing at all when the caller passes the ``checkpoint`` it has just read)."""
+        cp = checkpoint if checkpoint is not None else (await self._load(session_id)).checkpoint
         pending = cp.find_pending(call_id)
         if pending is None:
             raise NotAuthorizedError(f"request {json.dumps(call_id)} is not pending")
@@ -985,13 +987,15 @@ class HitlService:
                     scope: str = "mine") -> InboxPage:
         """What the caller may decide (``scope="all"``: every pending request, admins and auditors only)."""
         assignees: list[str] | None = None
+        acting_for: list[str] = []
         if caller is not None:
             who = await self.access.identify(caller)
             wide = who.is_any(ADMINS, AUDITORS)
             if (scope == "all" or assignee is not None) and not wide:
                 raise NotAuthorizedError("only the admins and auditors roles may list other people's requests")
             if scope != "all" and assignee is None:
-                assignees = list(dict.fromkeys(who.assignee_keys() + await self.delegations.inbox_keys(who)))
+                acting_for, keys = await self.delegations.inbox_keys(who)
+                assignees = list(dict.fromkeys(who.assignee_keys() + keys))
                 if not assignees:
                     return InboxPage(items=[], continuation=None)
         if assignees is not None:
@@ -1003,7 +1007,7 @@ class HitlService:
         items = []
         for entry in page.items:
             items.append(self.request_view(SessionRef(entry.session_id, entry.workflow), entry.request))
-        return InboxPage(items=items, continuation=page.continuation)
+        return InboxPage(items=items, continuation=page.continuation, on_behalf_of=acting_for)
 
     async def audit(self, session_id: str, *, verify: bool = False, caller: Caller | None = None) -> AuditView:
         if caller is not None:

@@ -61,6 +61,8 @@ class SessionView(_View):
 class InboxPage(_View):
     items: list[RequestView]
     continuation: str | None = None
+    #: The people (directory ids) whose requests the caller sees as their out-of-office delegate.
+    on_behalf_of: list[str] = Field(default_factory=list)
 
 
 class AuditRecordView(_View):

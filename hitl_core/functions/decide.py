@@ -150,24 +150,25 @@ async def decide_page(req: func.HttpRequest) -> func.HttpResponse:
         caller = _acting(req, claims)
         if caller.user is None:
             return _sign_in_page(req)
-        service = get_runtime().service
-        try:
-            acting = await service.decider(claims.session_id, claims.call_id, caller)
-        except NotAuthorizedError as exc:
-            return page("Not allowed", f"<p>{html.escape(str(exc))}</p>", 403)
-        who = await _label(caller.user)
-        if acting.on_behalf_of:  # a delegate: say for whom, as the audit will
-            who = f"{who} for {await _label(acting.on_behalf_of)}"
+        return await _link_page(claims, token or "", request, caller)
     except (HitlError, LinkTokenError) as exc:  # opening a link never writes, not even a refusal record
         return _refused(exc)
-    return await _link_page(claims, token or "", request, who)
 
 
-async def _link_page(claims: DecisionClaims, token: str, request: RequestView, who: str, *, form: Form | None = None,
-                     status: int = 200, notice: str = "") -> func.HttpResponse:
-    """The request as the reviewer app shows it, with the same generated form (the token rides in it)."""
+async def _link_page(claims: DecisionClaims, token: str, request: RequestView, caller: Caller, *,
+                     form: Form | None = None, status: int = 200, notice: str = "") -> func.HttpResponse:
+    """The request as the reviewer app shows it, with the same generated form (the token rides in it),
+    saying who decides through it ("Ron Rivera for Leo Lind" for a delegate), from one read."""
     service = get_runtime().service
     stored = await service.storage.load(claims.session_id)
+    try:
+        acting = await service.decider(claims.session_id, claims.call_id, caller,
+                                       checkpoint=stored.checkpoint if stored else None)
+    except NotAuthorizedError as exc:
+        return page("Not allowed", f"<p>{html.escape(str(exc))}</p>", 403)
+    who = await _label(caller.user)
+    if acting.on_behalf_of:  # a delegate: say for whom, as the audit will
+        who = f"{who} for {await _label(acting.on_behalf_of)}"
     pending = stored.checkpoint.find_pending(claims.call_id) if stored else None
     schema = service.request_schema(pending) if pending is not None else {}
     now = utcnow()
@@ -220,7 +221,7 @@ async def decide_submit(req: func.HttpRequest) -> func.HttpResponse:
         if generated:  # the page's own form, generated from the response schema
             result, readable = read_answer(answer_form, form)
             if not readable:
-                return await _link_page(claims, token or "", request, await _label(caller.user), form=answer_form,
+                return await _link_page(claims, token or "", request, caller, form=answer_form,
                                         status=422, notice="Some answers need attention; nothing was recorded.")
             decision = "approve" if result.get(answer_form.decision.name if answer_form.decision else "") else "reject"
         else:
@@ -232,7 +233,7 @@ async def decide_submit(req: func.HttpRequest) -> func.HttpResponse:
             view = await service.respond(claims.session_id, claims.call_id, result, caller=caller)
         except ResponseValidationError as exc:
             field_errors(answer_form, exc.errors)
-            return await _link_page(claims, token or "", request, await _label(caller.user), form=answer_form,
+            return await _link_page(claims, token or "", request, caller, form=answer_form,
                                     status=422, notice="Some answers need attention; nothing was recorded.")
     except (RequestAlreadyHandledError, UnknownRequestError, SessionClosedError):
         await service.audit_refusal(claims.session_id, claims.call_id, caller,

@@ -18,6 +18,7 @@ import azure.functions as func
 from pydantic import ValidationError
 
 from ..access import Caller
+from ..delegation import DelegationBody
 from ..errors import error_summary, json_text
 from ..settings import Settings
 from ..views import ResponseBody, StartBody
@@ -365,8 +366,6 @@ async def release_request(req: func.HttpRequest) -> func.HttpResponse:
 async def delegations(req: func.HttpRequest) -> func.HttpResponse:
     """A person's out-of-office delegation: GET reads it (and those made to them), PUT sets it, DELETE ends it."""
     async def handle(req: func.HttpRequest) -> func.HttpResponse:
-        from ..delegation import DelegationBody
-
         user = check_id(req.route_params.get("user"), "user", _PERSON)
         rt = get_runtime()
         caller = caller_from_request(req, rt.settings)

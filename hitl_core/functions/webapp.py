@@ -283,9 +283,8 @@ async def app_inbox(req: func.HttpRequest) -> func.HttpResponse:
                                        ("claimed", "me" if mine else None),
                                        ("continuation", found.continuation)) if v}
             next_page = f"{BASE}/inbox?{urllib.parse.urlencode(query)}"
-        delegators = await service.delegations.delegators(me or "")
         return page("inbox.html", title="My inbox", items=items, shown=len(items), next_page=next_page,
-                    workflows=sorted(service.specs), delegators=delegators,
+                    workflows=sorted(service.specs), delegators=found.on_behalf_of,
                     filters={"workflow": workflow, "due": soon, "claimed": mine}, **ctx)
 
     return await _serve(req, handle)
@@ -335,7 +334,7 @@ async def _request_page(caller: Caller, ctx: dict[str, Any], session_id: str, ca
     acting: Identity | None = None
     refusal = ""
     try:
-        acting = await service.decider(session_id, call_id, caller)
+        acting = await service.decider(session_id, call_id, caller, checkpoint=cp)
     except NotAuthorizedError as exc:
         refusal = str(exc)
     decision_field = (view.approval or {}).get("decision_field", "approved")
