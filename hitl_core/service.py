@@ -88,12 +88,6 @@ class StartResult:
     session: SessionView
 
 
-@dataclass(frozen=True)
-class TimeoutOutcome:
-    outcome: str  # "decided" | "expired" | "auto_responded" | "escalated"
-    deadline: dt.datetime | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class SessionRef:
     """Which session a request belongs to, for views built from inbox rows (a whole checkpoint model per
@@ -1034,21 +1028,7 @@ class HitlService:
         status = "ok" if storage_state == eventing_state == "ok" else "degraded"
         return HealthView(status=status, storage=storage_state, eventing=eventing_state)
 
-    # ------------------------------------------------------------------ deadlines
-    # Escalation chains (deadline reminders, escalations, auto-answers, expiry): hitl_core/escalation.py.
-    async def pending_request(self, session_id: str, call_id: str) -> PendingRequest | None:
-        stored = await self.storage.load(session_id)
-        return stored.checkpoint.find_pending(call_id) if stored else None
-
-    async def remind(self, session_id: str, call_id: str, number: int) -> bool:
-        """Announce a periodic reminder for a still-pending request (False if it was decided meanwhile)."""
-        return await self.escalations.remind(session_id, call_id, number)
-
-    async def apply_timeout(self, session_id: str, call_id: str) -> TimeoutOutcome:
-        """Apply the request's next escalation step now, whichever it is (see :class:`Escalations`)."""
-        outcome = await self.escalations.apply(session_id, call_id)
-        return TimeoutOutcome(outcome.outcome, outcome.deadline)
-
+    # Deadlines (reminders, escalations, auto-answers, expiry) are self.escalations: hitl_core/escalation.py.
     async def close(self) -> None:
         await self.drain()
         await self.publisher.close()

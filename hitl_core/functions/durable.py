@@ -121,7 +121,8 @@ class StepInput(TypedDict):
 
 @bp.activity_trigger(input_name="payload")
 async def send_reminder(payload: ReminderInput) -> bool:
-    return await get_runtime().service.remind(payload["session_id"], payload["call_id"], int(payload["number"]))
+    return await get_runtime().service.escalations.remind(payload["session_id"], payload["call_id"],
+                                                          int(payload["number"]))
 
 
 @bp.activity_trigger(input_name="payload")
