@@ -37,7 +37,7 @@ from ..links import DecisionClaims, LinkTokenError
 from ..views import RequestView
 from ..webapp import render
 from ..webapp.forms import DECISION, Form, build_form, field_errors, read_answer
-from ..webapp.present import approvals_needed, due, rows
+from ..webapp.present import approvals_needed, approvers_text, due, person_label, rows
 from .identity import caller_from_request, link_caller
 from .runtime import get_runtime
 
@@ -103,19 +103,12 @@ async def _already(claims: DecisionClaims) -> func.HttpResponse:
     decision = next((d for d in (view.decisions if view else []) if d.get("call_id") == claims.call_id), None)
     if decision is None:
         return page("Already decided", "<p>This request has already been decided or is no longer open.</p>", 410)
-    who = await _label(decision.get("decided_by"))
+    who = await person_label(get_runtime().service.directory, decision.get("decided_by"))
     outcome = {"answered": "decided", "expired": "expired", "cancelled": "cancelled",
                "auto_responded": "answered automatically"}.get(str(decision.get("outcome")), "closed")
     return page("Already decided",
                 f"<p>This request was already {html.escape(outcome)} by {html.escape(who)} at "
                 f"{html.escape(str(decision.get('decided_at', ''))[:19].replace('T', ' '))} UTC.</p>", 410)
-
-
-async def _label(person_id: Any) -> str:
-    if not isinstance(person_id, str) or not person_id:
-        return "someone"
-    person = await get_runtime().service.directory.person(person_id)
-    return person.label if person else person_id
 
 
 def _refused(exc: Exception) -> func.HttpResponse:
@@ -166,16 +159,13 @@ async def _link_page(claims: DecisionClaims, token: str, request: RequestView, c
                                        checkpoint=stored.checkpoint if stored else None)
     except NotAuthorizedError as exc:
         return page("Not allowed", f"<p>{html.escape(str(exc))}</p>", 403)
-    who = await _label(caller.user)
+    who = await person_label(service.directory, caller.user)
     if acting.on_behalf_of:  # a delegate: say for whom, as the audit will
-        who = f"{who} for {await _label(acting.on_behalf_of)}"
+        who = f"{who} for {await person_label(service.directory, acting.on_behalf_of)}"
     pending = stored.checkpoint.find_pending(claims.call_id) if stored else None
     schema = service.request_schema(pending) if pending is not None else {}
     now = utcnow()
-    users = [e.split(":", 1)[1] for e in request.approvers if e.startswith("user:")]
-    labels = {u: await _label(u) for u in users}
-    approvers = ", ".join(labels.get(e.split(":", 1)[1], e) if e.startswith("user:") else
-                          f"everyone in the {e.split(':', 1)[1]} role" for e in request.approvers) or "anyone signed in"
+    approvers = await approvers_text(service.directory, request.approvers)
     voters = ", ".join(str(v.get("voter")) + (f" (by {v['by']})" if v.get("by") else "") for v in request.votes)
     form = form or build_form(request.response_schema,
                               decision_field=(request.approval or {}).get("decision_field", "approved"))

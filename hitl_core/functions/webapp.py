@@ -38,7 +38,17 @@ from ..errors import (
 from ..serialization import plain
 from ..webapp import BASE, STATIC, CsrfTokens, render, static_file
 from ..webapp.forms import build_form, field_errors, read_answer
-from ..webapp.present import MONEY_FIELDS, approvals_needed, due, money, relative, rows, utc_text
+from ..webapp.present import (
+    MONEY_FIELDS,
+    approvals_needed,
+    approvers_text,
+    due,
+    money,
+    person_label,
+    relative,
+    rows,
+    utc_text,
+)
 from .identity import caller_from_request
 from .runtime import get_runtime
 
@@ -311,8 +321,7 @@ async def _already(cp: WorkflowCheckpoint, call_id: str, ctx: dict[str, Any], st
         return page("message.html", status, title="Thank you", bad=False, **back, **ctx,
                     message=f"You {verdict or 'answered'} this request{for_whom} at {when}. "
                             "The workflow has continued.")
-    person = await get_runtime().service.directory.person(decision.decided_by) if decision.decided_by else None
-    who = person.label if person else (decision.decided_by or "someone")
+    who = await person_label(get_runtime().service.directory, decision.decided_by)
     if decision.on_behalf_of:
         who += f" for {decision.on_behalf_of}"
     outcome = {"answered": "decided", "cancelled": "cancelled",
@@ -341,9 +350,7 @@ async def _request_page(caller: Caller, ctx: dict[str, Any], session_id: str, ca
     form = form or build_form(view.response_schema, decision_field=decision_field)
     base = f"{BASE}/sessions/{session_id}/requests/{call_id}"
     audit = await _audit_rows(session_id, caller)
-    labels = await _labels([*(e.split(":", 1)[1] for e in view.approvers if e.startswith("user:"))])
-    approvers = ", ".join(labels.get(e.split(":", 1)[1], e) if e.startswith("user:") else
-                          f"everyone in the {e.split(':', 1)[1]} role" for e in view.approvers) or "anyone signed in"
+    approvers = await approvers_text(service.directory, view.approvers)
     votes = [{**v, "at_text": utc_text(dt.datetime.fromisoformat(v["at"])) if v.get("at") else ""}
              for v in view.votes]
     claimed_until = {"instant": view.claimed_until.isoformat(), "text": utc_text(view.claimed_until)} \
@@ -358,15 +365,6 @@ async def _request_page(caller: Caller, ctx: dict[str, Any], session_id: str, ca
                 acting_for=acting.on_behalf_of if acting is not None else None,
                 form=form, decide_action=base, claim_action=f"{base}/claim", notice=notice, notice_bad=notice_bad,
                 audit=audit["records"], verified=audit["verified"], broken_at=audit["broken_at"], **ctx)
-
-
-async def _labels(ids: list[str]) -> dict[str, str]:
-    directory = get_runtime().service.directory
-    out: dict[str, str] = {}
-    for person_id in ids:
-        person = await directory.person(person_id)
-        out[person_id] = person.label if person else person_id
-    return out
 
 
 async def _audit_rows(session_id: str, caller: Caller) -> dict[str, Any]:

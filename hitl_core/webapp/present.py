@@ -9,7 +9,7 @@ them into the reader's own time zone (without the script they stay correct, in U
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,3 +135,18 @@ def approvals_needed(view: Any) -> int | None:
         return None
     users, _ = split_entries(view.approvers)
     return policy.needed(len(users))
+
+
+async def person_label(directory: Any, person_id: Any) -> str:
+    """A person as readers know them: the directory's display name (the id when unknown; "someone": none)."""
+    if not isinstance(person_id, str) or not person_id:
+        return "someone"
+    person = await directory.person(person_id)
+    return str(person.label) if person else person_id
+
+
+async def approvers_text(directory: Any, entries: Sequence[str]) -> str:
+    """Who may decide, as people read it: names, and "everyone in the finance role" for a role entry."""
+    parts = [f"everyone in the {entry.removeprefix('role:')} role" if entry.startswith("role:")
+             else await person_label(directory, entry.removeprefix("user:")) for entry in entries]
+    return ", ".join(parts) or "anyone signed in"

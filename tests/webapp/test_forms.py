@@ -98,3 +98,18 @@ def test_request_data_reads_as_a_person_would() -> None:
     assert soon is not None and soon["urgent"] and soon["relative"] == "due in 5 hours"
     late = due(now - dt.timedelta(minutes=30), now)
     assert late is not None and late["relative"] == "overdue since 30 minutes"
+
+
+async def test_approvers_read_as_names_and_roles() -> None:
+    from hitl_core.directory.models import Person
+    from hitl_core.webapp.present import approvers_text, person_label
+
+    class Directory:
+        async def person(self, key: str) -> Person | None:
+            return Person(id="amy", display_name="Amy Adams") if key == "amy" else None
+
+    people = Directory()
+    assert await approvers_text(people, ["user:amy", "role:finance", "zed"]) == \
+        "Amy Adams, everyone in the finance role, zed"  # a plain entry (older checkpoints) is a user
+    assert await approvers_text(people, []) == "anyone signed in"
+    assert await person_label(people, None) == "someone"
