@@ -226,7 +226,7 @@ class Escalations:
                 if outcome is not None:
                     return outcome
                 continue  # the answer was refused and recorded, or a conflict: read again
-            cp.outbox = [e for e in cp.outbox if e["id"] not in svc._published]
+            cp.outbox = svc.unpublished(cp.outbox)
             now = utcnow()
             if step.action == "expire":
                 result = self._expire(cp, pending, current, chain, now)
@@ -369,7 +369,7 @@ class Escalations:
                 return None  # someone else moved the walk on: the caller reads the current plan
             now = utcnow()
             self._advance(pending, chain, index, now)
-            cp.outbox = [e for e in cp.outbox if e["id"] not in svc._published]
+            cp.outbox = svc.unpublished(cp.outbox)
             record = append_record(cp, action, call_id=call_id, actor=SYSTEM_ACTOR, source="deadline",
                                    detail={**self._step_info(index, chain, chain[index]), **detail})
             cp.updated_at = now

@@ -336,6 +336,10 @@ class HitlService:
         kind = EventType.REQUEST_EXPIRED if decision.outcome == "expired" else EventType.REQUEST_RESOLVED
         return make_event(kind, workflow=cp.workflow, session_id=cp.session_id, call_id=decision.call_id, data=data)
 
+    def unpublished(self, outbox: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The outbox's events this process has not published yet (a write may drop the others)."""
+        return [e for e in outbox if e["id"] not in self._published]
+
     async def save_act(self, stored: StoredCheckpoint, record: AuditRecord, *,
                        announce: bool = True) -> StoredCheckpoint | None:
         """Save ``stored.checkpoint``, changed by one audited act (a claim, a refusal, an escalation step),
@@ -361,7 +365,7 @@ class HitlService:
             gate.latest = None  # another act of this process wrote the session: answers queued there re-read
         if not stored.checkpoint.outbox:
             return
-        events = [e for e in stored.checkpoint.outbox if e["id"] not in self._published]
+        events = self.unpublished(stored.checkpoint.outbox)
         try:
             await self.publisher.publish(events)
         except Exception as exc:  # the sweep or the next call retries
@@ -401,7 +405,7 @@ class HitlService:
                 cp = stored.checkpoint
                 if cp.status == "running":
                     return  # a continuation holds the session; it republishes and clears after its write
-                remaining = [e for e in cp.outbox if e["id"] not in self._published]
+                remaining = self.unpublished(cp.outbox)
                 if len(remaining) == len(cp.outbox):
                     return
                 cp.outbox = remaining
@@ -471,7 +475,7 @@ class HitlService:
 
         def hook(cp: WorkflowCheckpoint, events: Sequence[WorkflowEvent], phase: Phase) -> Sequence[AuditRecord]:
             # what this process already published needs no second write to leave the outbox
-            cp.outbox = [e for e in cp.outbox if e["id"] not in self._published]
+            cp.outbox = self.unpublished(cp.outbox)
             if who is not None and who.on_behalf_of and who.person_id and phase in ("claim", "vote"):
                 grant_reader(cp, who.person_id)  # a delegate who acted keeps sight of what they did
             records: list[AuditRecord] = []
