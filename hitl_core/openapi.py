@@ -171,6 +171,13 @@ def openapi_document(workflows: Mapping[str, type[BaseModel]], *, server_url: st
                 {"name": "scope", "in": "query", "schema": {"type": "string", "enum": ["mine", "all"]},
                  "description": "mine: what the caller may decide (default); all: every pending request "
                                 "(admins and auditors)"},
+                {"name": "claimed", "in": "query", "schema": {"type": "string", "enum": ["me"]},
+                 "description": "me: only the requests the caller holds a live claim on"},
+                {"name": "due_before", "in": "query", "schema": {"type": "string", "format": "date-time",
+                                                                 "maxLength": 64},
+                 "description": "only requests whose deadline is before this instant (with a time zone)"},
+                {"name": "count", "in": "query", "schema": {"type": "string", "enum": ["true", "false"]},
+                 "description": "true: add total, the number of matching requests over all pages"},
             ],
             "responses": {"200": {"description": "A page", "content": _json(InboxPage)},
                           **_problems(400, 403, 503)}}},

@@ -32,7 +32,9 @@ from .checkpoint.models import (
     FINISHED_STATUSES,
     AuditRecord,
     Decision,
+    Page,
     PendingRequest,
+    SessionSummary,
     StoredCheckpoint,
     WorkflowCheckpoint,
     utcnow,
@@ -156,7 +158,7 @@ class HitlService:
         self.outbox_clear_delay = 1.0
         #: Ids this process has published; pruned from outboxes at the next write of the session.
         self._published: OrderedDict[str, None] = OrderedDict()
-        self._schema_cache: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._schema_cache: dict[tuple[str, ...], dict[str, Any]] = {}
         #: Sessions with answers in flight in this process (see ``respond``).
         self._gates: dict[str, _Gate] = {}
         self.escalations = Escalations(self)
@@ -201,7 +203,7 @@ class HitlService:
         return stored.checkpoint, who
 
     def _response_schema(self, workflow: str, pending: PendingRequest) -> dict[str, Any]:
-        key = (workflow, pending.executor_id, pending.request_type)
+        key = (workflow, pending.executor_id, pending.request_type, pending.response_type or "")
         cached = self._schema_cache.get(key)
         if cached is not None:
             return cached
@@ -209,8 +211,8 @@ class HitlService:
         wf = self.workflows.get(workflow)
         executor = wf.executors.get(pending.executor_id) if wf else None
         if executor is not None:
-            request_cls = type(decode(pending.request))
-            response_type = find_response_type(executor, request_cls)
+            request = decode(pending.request)
+            response_type = find_response_type(executor, type(request), request)
             if response_type is not None:
                 schema = response_json_schema(response_type)
         self._schema_cache[key] = schema
@@ -980,32 +982,54 @@ class HitlService:
         assert opts.saved is not None
         return self.session_view(opts.saved.checkpoint)
 
+    async def _inbox_keys(self, caller: Caller | None, scope: str, assignee: str | None
+                          ) -> tuple[list[str], dict[str, Any] | None]:
+        """Whom the caller acts for, and the storage filter their inbox is (None: nothing to list).
+
+        The caller sees what their own keys (``user:`` and each ``role:``) and the active delegations
+        to them name; ``scope="all"`` or an explicit ``assignee`` is for admins and auditors only."""
+        if caller is None:
+            return [], {"assignee": assignee}
+        who = await self.access.identify(caller)
+        wide = who.is_any(ADMINS, AUDITORS)
+        if (scope == "all" or assignee is not None) and not wide:
+            raise NotAuthorizedError("only the admins and auditors roles may list other people's requests")
+        if scope == "all" or assignee is not None:
+            return [], {"assignee": assignee}
+        acting_for, keys = await self.delegations.inbox_keys(who)
+        assignees = list(dict.fromkeys(who.assignee_keys() + keys))
+        return acting_for, ({"assignees": assignees} if assignees else None)
+
     async def inbox(self, *, workflow: str | None = None, assignee: str | None = None,
                     continuation: str | None = None, limit: int = 50, caller: Caller | None = None,
-                    scope: str = "mine") -> InboxPage:
-        """What the caller may decide (``scope="all"``: every pending request, admins and auditors only)."""
-        assignees: list[str] | None = None
-        acting_for: list[str] = []
-        if caller is not None:
-            who = await self.access.identify(caller)
-            wide = who.is_any(ADMINS, AUDITORS)
-            if (scope == "all" or assignee is not None) and not wide:
-                raise NotAuthorizedError("only the admins and auditors roles may list other people's requests")
-            if scope != "all" and assignee is None:
-                acting_for, keys = await self.delegations.inbox_keys(who)
-                assignees = list(dict.fromkeys(who.assignee_keys() + keys))
-                if not assignees:
-                    return InboxPage(items=[], continuation=None)
-        if assignees is not None:
-            page = await self.storage.list_pending_requests(workflow=workflow, assignees=assignees,
-                                                            continuation=continuation, limit=limit)
-        else:
-            page = await self.storage.list_pending_requests(workflow=workflow, assignee=assignee,
-                                                            continuation=continuation, limit=limit)
-        items = []
-        for entry in page.items:
-            items.append(self.request_view(SessionRef(entry.session_id, entry.workflow), entry.request))
-        return InboxPage(items=items, continuation=page.continuation, on_behalf_of=acting_for)
+                    scope: str = "mine", claimed_by: str | None = None,
+                    due_before: dt.datetime | None = None, count: bool = False) -> InboxPage:
+        """What the caller may decide (``scope="all"``: every pending request, admins and auditors only),
+        optionally only what ``claimed_by`` holds a live claim on, or what is due before ``due_before``;
+        ``count`` adds ``total``, the number of requests over all pages (one more, counting, query)."""
+        acting_for, keys = await self._inbox_keys(caller, scope, assignee)
+        if keys is None:
+            return InboxPage(items=[], continuation=None, total=0 if count else None)
+        filters: dict[str, Any] = {"workflow": workflow, "claimed_by": claimed_by, "due_before": due_before, **keys}
+        page = await self.storage.list_pending_requests(continuation=continuation, limit=limit, **filters)
+        items = [self.request_view(SessionRef(e.session_id, e.workflow), e.request) for e in page.items]
+        total = await self.storage.count_pending_requests(**filters) if count else None
+        return InboxPage(items=items, continuation=page.continuation, on_behalf_of=acting_for, total=total)
+
+    async def inbox_count(self, *, workflow: str | None = None, caller: Caller | None = None,
+                          claimed_by: str | None = None, due_before: dt.datetime | None = None) -> int:
+        """How many requests :meth:`inbox` lists over all its pages with these filters (one count query)."""
+        _, keys = await self._inbox_keys(caller, "mine", None)
+        if keys is None:
+            return 0
+        return await self.storage.count_pending_requests(workflow=workflow, claimed_by=claimed_by,
+                                                         due_before=due_before, **keys)
+
+    async def history(self, person: str, *, continuation: str | None = None, limit: int = 50
+                      ) -> Page[SessionSummary]:
+        """The sessions ``person`` started, decided, voted in or acted for someone in, by session id:
+        a walk of the storage's per-person index (``list_sessions(participant=...)``), never a scan."""
+        return await self.storage.list_sessions(participant=person, continuation=continuation, limit=limit)
 
     async def audit(self, session_id: str, *, verify: bool = False, caller: Caller | None = None) -> AuditView:
         if caller is not None:

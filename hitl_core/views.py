@@ -63,6 +63,8 @@ class InboxPage(_View):
     continuation: str | None = None
     #: The people (directory ids) whose requests the caller sees as their out-of-office delegate.
     on_behalf_of: list[str] = Field(default_factory=list)
+    #: How many requests match over all pages (asked for with ``count=true``; else null).
+    total: int | None = None
 
 
 class AuditRecordView(_View):

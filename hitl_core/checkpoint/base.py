@@ -68,10 +68,16 @@ class CheckpointStorage(Protocol):
         *,
         workflow: str | None = None,
         status: str | None = None,
+        participant: str | None = None,
         limit: int = 100,
         continuation: str | None = None,
     ) -> Page[SessionSummary]:
-        """Sessions ordered by id, optionally filtered."""
+        """Sessions ordered by id, optionally filtered.
+
+        ``participant`` keeps the sessions that person took part in (:func:`participants`: started,
+        decided, voted, or acted for someone); every backend indexes it, so a person's history is a
+        walk of their own entries, never a scan of every session.
+        """
         ...
 
     async def list_pending_requests(
@@ -80,6 +86,8 @@ class CheckpointStorage(Protocol):
         workflow: str | None = None,
         assignee: str | None = None,
         assignees: Sequence[str] | None = None,
+        claimed_by: str | None = None,
+        due_before: dt.datetime | None = None,
         limit: int = 50,
         continuation: str | None = None,
     ) -> Page[PendingRequestEntry]:
@@ -90,8 +98,25 @@ class CheckpointStorage(Protocol):
         caller's ``user:<id>`` and each ``role:<name>``), each request once however many keys it
         matches; an empty sequence matches nothing. ``assignee`` is the shorthand for one key;
         passing both, or more than :data:`MAX_INBOX_ASSIGNEES` distinct keys, is a ValueError
-        (see :func:`inbox_assignees`). Continuation tokens page the filtered inbox exactly once.
+        (see :func:`inbox_assignees`). ``claimed_by`` keeps the requests that person holds a live
+        claim on (``claimed_until`` after the storage's clock; :func:`claim_is_live`);
+        ``due_before`` the requests whose deadline is before that instant (none: never). Every filter
+        combines with the others, and continuation tokens page the filtered inbox exactly once.
+        A page may hold fewer than ``limit`` items and still carry a continuation.
         """
+        ...
+
+    async def count_pending_requests(
+        self,
+        *,
+        workflow: str | None = None,
+        assignee: str | None = None,
+        assignees: Sequence[str] | None = None,
+        claimed_by: str | None = None,
+        due_before: dt.datetime | None = None,
+    ) -> int:
+        """How many requests :meth:`list_pending_requests` lists over all its pages with these filters,
+        counted by the backend (one query or script), without reading the requests."""
         ...
 
     async def list_audit(self, session_id: str) -> list[AuditRecord]:
@@ -199,6 +224,37 @@ def inbox_order(request: PendingRequest) -> str:
     return due + sort_stamp(request.created_at)
 
 
+def due_stamp(due_before: dt.datetime) -> str:
+    """The :func:`inbox_order` bound below which requests are due before ``due_before``: the order
+    key starts with the deadline's stamp, so "due before T" is "order key < stamp(T)" (a request
+    without a deadline sorts after every stamp and is never due)."""
+    return sort_stamp(due_before)
+
+
+def claim_is_live(request: PendingRequest, claimed_by: str, now: dt.datetime) -> bool:
+    """``claimed_by`` holds a claim on the request that has not run out at ``now``."""
+    return request.claimed_by == claimed_by and request.live_claim(now) == claimed_by
+
+
+def participants(checkpoint: WorkflowCheckpoint) -> list[str]:
+    """Who took part in a session, by directory id, each once: who started it, who decided or voted
+    (and for whom a delegate acted). A person's history lists exactly the sessions naming them here;
+    every backend indexes these values with the session."""
+    people: list[str] = []
+    started_by = checkpoint.metadata.get("started_by")
+    if started_by:
+        people.append(str(started_by).lower())
+    votes: list[dict[str, Any]] = []
+    for decision in checkpoint.decisions:
+        people += [p for p in (decision.decided_by, decision.on_behalf_of) if p]
+        votes += decision.votes
+    for pending in checkpoint.pending_requests:
+        votes += pending.votes
+    for vote in votes:
+        people += [str(vote[k]) for k in ("voter", "by") if vote.get(k)]
+    return list(dict.fromkeys(p for p in people if p != "system"))
+
+
 def inbox_key(entry: PendingRequestEntry) -> tuple[str, str, str]:
     """Inbox order: the nearest deadline first, then the oldest; ties broken by session and call id."""
     return (inbox_order(entry.request), entry.session_id, entry.request.call_id)
@@ -244,27 +300,49 @@ def page_inbox(
     workflow: str | None,
     assignee: str | None = None,
     assignees: Sequence[str] | None = None,
+    claimed_by: str | None = None,
+    due_before: dt.datetime | None = None,
+    now: dt.datetime,
     limit: int,
     continuation: str | None,
 ) -> Page[PendingRequestEntry]:
     """Filter, order and page inbox entries held in memory (InMemory and File backends)."""
-    keys = inbox_assignees(assignee, assignees)
-    after = tuple(decode_key_token(continuation, 3)) if continuation else None
-    wanted = frozenset(keys) if keys is not None else None
     selected = sorted(
-        (
-            e
-            for e in entries
-            if (workflow is None or e.workflow == workflow)
-            and (wanted is None or not wanted.isdisjoint(e.request.approvers))
-        ),
+        inbox_matches(entries, workflow=workflow, assignee=assignee, assignees=assignees,
+                      claimed_by=claimed_by, due_before=due_before, now=now),
         key=inbox_key,
     )
+    after = tuple(decode_key_token(continuation, 3)) if continuation else None
     if after is not None:
         selected = [e for e in selected if inbox_key(e) > after]
     items = selected[: max(limit, 0)]
     token = encode_token(inbox_key(items[-1])) if len(selected) > len(items) and items else None
     return Page[PendingRequestEntry](items=items, continuation=token)
+
+
+def inbox_matches(
+    entries: Iterable[PendingRequestEntry],
+    *,
+    workflow: str | None,
+    assignee: str | None = None,
+    assignees: Sequence[str] | None = None,
+    claimed_by: str | None = None,
+    due_before: dt.datetime | None = None,
+    now: dt.datetime,
+) -> list[PendingRequestEntry]:
+    """The entries an inbox call with these filters selects, unordered (InMemory and File backends,
+    for listing and counting alike)."""
+    keys = inbox_assignees(assignee, assignees)
+    wanted = frozenset(keys) if keys is not None else None
+    bound = due_stamp(due_before) if due_before is not None else None
+    return [
+        e
+        for e in entries
+        if (workflow is None or e.workflow == workflow)
+        and (wanted is None or not wanted.isdisjoint(e.request.approvers))
+        and (claimed_by is None or claim_is_live(e.request, claimed_by, now))
+        and (bound is None or inbox_order(e.request) < bound)
+    ]
 
 
 def page_sessions(
@@ -275,6 +353,8 @@ def page_sessions(
     limit: int,
     continuation: str | None,
 ) -> Page[SessionSummary]:
+    """Filter, order and page session summaries held in memory (a ``participant`` filter is applied
+    by the caller, which holds the checkpoints)."""
     after = decode_key_token(continuation, 1)[0] if continuation else None
     selected = sorted(
         (

@@ -8,9 +8,13 @@ Every document of a session lives in its partition:
 * the **session document** (``kind: "session"``, ``id`` = the session id, escaped where Cosmos
   forbids a character) holds the whole checkpoint — state, pending requests, decisions, outbox —
   plus the few top-level fields the queries read: ``workflow``, ``status``, ``updated_at``,
-  ``expires_at`` and, while requests are pending, ``inbox_oldest_created_at``,
-  ``inbox_newest_created_at``, ``assignees`` (every approver of a pending request) and ``inbox``
-  (the pending requests again, so the inbox query never reads the checkpoint);
+  ``expires_at``, ``participants`` (:func:`~hitl_core.checkpoint.base.participants`: who took part,
+  for ``list_sessions(participant=...)``) and, while requests are pending,
+  ``inbox_oldest_created_at``, ``inbox_newest_created_at``, ``assignees`` (every approver of a
+  pending request), ``inbox_index`` (one small object per pending request: its ``inbox_order``,
+  ``approvers`` and, while it is claimed, ``claimed_by`` and ``claimed_until`` as a sort stamp — what
+  the ``claimed_by`` / ``due_before`` filters and the inbox count query) and ``inbox`` (the pending
+  requests again, so the inbox query never reads the checkpoint);
 * **audit documents** (``kind: "audit"``), one per record, written in the same call as the
   checkpoint that caused them, with their own TTL (none by default), so they outlive the session.
 
@@ -50,6 +54,20 @@ request is newer than the page's last row (nothing after it can sort earlier), s
 documents beyond the page — sessions rarely hold more than a couple of pending requests. The
 continuation token is the keyset of the page's last row (the token the SQLite backend issues),
 not an SDK continuation: it stays valid across deployments and costs nothing to resume.
+
+The filters narrow the sessions in the query and every request read is checked again here
+(:func:`~hitl_core.checkpoint.base.inbox_matches`): ``due_before`` is
+``c.inbox_oldest_created_at < @due`` (a session's earliest order key is below the bound exactly when
+one of its requests is due); ``claimed_by`` is an ``EXISTS`` over ``inbox_index`` for a request
+that person holds a claim on whose ``claimed_until`` stamp is after the stamp of the storage's clock
+(a claim runs out without a write, so the clock is a query parameter, never stored).
+``count_pending_requests`` is one aggregate, ``SELECT VALUE COUNT(1) FROM c JOIN r IN
+c.inbox_index WHERE ...``, with the request filters on ``r`` and expiry on ``c.expires_at``: only
+the number comes back.
+
+Documents written by the previous version (without ``participants`` and ``inbox_index``) still
+load, save and list in the inbox (filtered here from ``inbox``), but until they are next saved they
+are absent from participant listings, from ``claimed_by`` listings and from counts.
 
 TTL
 ---
@@ -91,6 +109,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import datetime as dt
 import hashlib
 import json
 import math
@@ -119,12 +138,16 @@ from .base import (
     Clock,
     InvalidContinuationError,
     decode_token,
+    due_stamp,
     encode_document,
     encode_token,
     epoch_seconds,
     inbox_assignees,
     inbox_key,
+    inbox_matches,
     inbox_order,
+    participants,
+    sort_stamp,
 )
 from .cosmos_layout import DEFAULT_TTL, INDEXING_POLICY, PARTITION_KEY_PATH
 from .models import (
@@ -266,6 +289,21 @@ def _retry_after(exc: BaseException) -> float | None:
 def _message(exc: BaseException) -> str:
     text = getattr(exc, "message", None) or str(exc)
     return " ".join(str(text).split())[:300]
+
+
+def _index_entry(request: PendingRequest) -> dict[str, Any]:
+    """What the inbox queries filter one pending request by (an element of ``inbox_index``).
+
+    ``inbox_order`` is :func:`~hitl_core.checkpoint.base.inbox_order` (compared with
+    :func:`~hitl_core.checkpoint.base.due_stamp` for ``due_before``); ``claimed_by`` and
+    ``claimed_until`` (a :func:`~hitl_core.checkpoint.base.sort_stamp`, compared with the stamp of
+    the storage's clock) are present only while the request carries a claim.
+    """
+    entry: dict[str, Any] = {"inbox_order": inbox_order(request), "approvers": list(request.approvers)}
+    if request.claimed_by and request.claimed_until is not None:
+        entry["claimed_by"] = request.claimed_by
+        entry["claimed_until"] = sort_stamp(request.claimed_until)
+    return entry
 
 
 _AUDIT_ATTEMPTS = 4
@@ -530,6 +568,7 @@ class CosmosDBCheckpointStorage:
             "status": checkpoint.status,
             "updated_at": checkpoint.updated_at.isoformat(),
             "expires_at": (self._clock() + ttl_seconds) if ttl_seconds else None,
+            "participants": participants(checkpoint),
         }
         if ttl_seconds:
             doc["ttl"] = int(ttl_seconds)
@@ -538,6 +577,7 @@ class CosmosDBCheckpointStorage:
             doc["inbox_oldest_created_at"] = min(created)
             doc["inbox_newest_created_at"] = max(created)
             doc["assignees"] = sorted({a for p in checkpoint.pending_requests for a in p.approvers})
+            doc["inbox_index"] = [_index_entry(p) for p in checkpoint.pending_requests]
             doc["inbox"] = [p.model_dump_json() for p in checkpoint.pending_requests]
         head = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
         stored = json.dumps(text, ensure_ascii=False)  # the checkpoint as Cosmos stores it: escaped text
@@ -834,10 +874,16 @@ class CosmosDBCheckpointStorage:
         *,
         workflow: str | None = None,
         status: str | None = None,
+        participant: str | None = None,
         limit: int = 100,
         continuation: str | None = None,
     ) -> Page[SessionSummary]:
-        """Sessions ordered by id: a keyset (``session_id > @after``) query with ``TOP limit+1``."""
+        """Sessions ordered by id: a keyset (``session_id > @after``) query with ``TOP limit+1``.
+
+        ``participant`` is ``ARRAY_CONTAINS(c.participants, @participant)``, served by the
+        ``/participants/[]`` index. A session document written before ``participants`` was stored
+        has none, so it is left out of participant listings until it is next saved.
+        """
         after = ""
         if continuation:
             value = decode_token(continuation, 1)[0]
@@ -860,6 +906,9 @@ class CosmosDBCheckpointStorage:
         if status is not None:
             clauses.append("c.status = @status")
             parameters.append({"name": "@status", "value": status})
+        if participant is not None:
+            clauses.append("ARRAY_CONTAINS(c.participants, @participant)")
+            parameters.append({"name": "@participant", "value": participant})
         where = " AND ".join(clauses)  # fixed clauses: every value travels as a parameter
         query = f"SELECT TOP @n c.session_id, c.workflow, c.status, c.updated_at FROM c WHERE {where}"  # noqa: S608
         query += " ORDER BY c.session_id"
@@ -869,21 +918,71 @@ class CosmosDBCheckpointStorage:
         token = encode_token([items[-1].session_id]) if len(rows) > limit and items else None
         return Page[SessionSummary](items=items, continuation=token)
 
+    def _now(self) -> tuple[float, dt.datetime]:
+        """The storage's clock, read once: epoch seconds (``expires_at``) and the instant (claims)."""
+        clock = self._clock()
+        return clock, dt.datetime.fromtimestamp(clock, dt.UTC)
+
+    @staticmethod
+    def _inbox_filter(
+        *,
+        workflow: str | None,
+        keys: tuple[str, ...] | None,
+        claimed_by: str | None,
+        due_before: dt.datetime | None,
+        now: dt.datetime,
+    ) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+        """The inbox filters as query text: clauses on the session document ``c``, conditions on one
+        ``inbox_index`` element ``r``, and their parameters (only ``@name``s are built here; every
+        value travels as a parameter).
+
+        The session clauses hold for every document holding a matching request (a superset when
+        there are request conditions); the request conditions select exactly the matching requests.
+        """
+        session = ["c.kind = @kind"]
+        request: list[str] = []
+        parameters: list[dict[str, Any]] = [{"name": "@kind", "value": _SESSION}]
+        if workflow is not None:
+            session.append("c.workflow = @workflow")
+            parameters.append({"name": "@workflow", "value": workflow})
+        if keys is not None:
+            # one ARRAY_CONTAINS per key (served by the /assignees/[] index): only @aN names are built here
+            session.append("(" + " OR ".join(f"ARRAY_CONTAINS(c.assignees, @a{n})" for n in range(len(keys))) + ")")
+            request.append("(" + " OR ".join(f"ARRAY_CONTAINS(r.approvers, @a{n})" for n in range(len(keys))) + ")")
+            parameters.extend({"name": f"@a{n}", "value": key} for n, key in enumerate(keys))
+        if claimed_by is not None:
+            request.append("r.claimed_by = @claimed_by AND r.claimed_until > @now_stamp")
+            parameters.append({"name": "@claimed_by", "value": claimed_by})
+            parameters.append({"name": "@now_stamp", "value": sort_stamp(now)})
+        if due_before is not None:
+            # the session's earliest order key is below the bound exactly when one of its requests is due
+            session.append("c.inbox_oldest_created_at < @due")
+            request.append("r.inbox_order < @due")
+            parameters.append({"name": "@due", "value": due_stamp(due_before)})
+        return session, request, parameters
+
     async def list_pending_requests(
         self,
         *,
         workflow: str | None = None,
         assignee: str | None = None,
         assignees: Sequence[str] | None = None,
+        claimed_by: str | None = None,
+        due_before: dt.datetime | None = None,
         limit: int = 50,
         continuation: str | None = None,
     ) -> Page[PendingRequestEntry]:
-        """The reviewer inbox, oldest request first, paged by the keyset of the page's last row.
+        """The reviewer inbox in inbox order, paged by the keyset of the page's last row.
 
         One cross-partition query over session documents (see the module docstring); it never
         runs on the start or resume path. Assignee keys become ``ARRAY_CONTAINS(c.assignees, @aN)``
         clauses joined by OR (each key a parameter): a session document matches once however many
         keys it holds, and its requests are then filtered one by one, so none is listed twice.
+        ``due_before`` is ``c.inbox_oldest_created_at < @due`` (exact per session: the oldest order
+        key is below the bound iff a request is due); ``claimed_by`` is an ``EXISTS`` over
+        ``c.inbox_index`` holding a live claim of that person (``claimed_until`` after the stamp of
+        the storage's clock) that also meets the other request filters. Every request read is then
+        checked here with :func:`~hitl_core.checkpoint.base.inbox_matches`, the reference filter.
         """
         keys = inbox_assignees(assignee, assignees)
         after: tuple[str, str, str] | None = None
@@ -895,27 +994,23 @@ class CosmosDBCheckpointStorage:
         if limit <= 0 or keys == ():
             return Page[PendingRequestEntry](items=[], continuation=None)
         container = await self._ready()
-        clauses = ["c.kind = @kind", "c.inbox_newest_created_at >= @after"]
-        parameters: list[dict[str, Any]] = [
-            {"name": "@kind", "value": _SESSION},
-            {"name": "@after", "value": after[0] if after else ""},
-        ]
+        clock, now = self._now()
+        clauses, request, parameters = self._inbox_filter(workflow=workflow, keys=keys, claimed_by=claimed_by,
+                                                          due_before=due_before, now=now)
+        clauses.append("c.inbox_newest_created_at >= @after")
+        parameters.append({"name": "@after", "value": after[0] if after else ""})
+        if claimed_by is not None:
+            # a session without such a claim is never read (documents that predate inbox_index never match)
+            exists = " AND ".join(request)  # fixed conditions: every value travels as a parameter
+            clauses.append(f"EXISTS(SELECT VALUE r FROM r IN c.inbox_index WHERE {exists})")  # noqa: S608
         order = "c.kind, c.inbox_oldest_created_at"  # served by a composite index (cosmos_layout)
         if workflow is not None:
-            clauses.append("c.workflow = @workflow")
-            parameters.append({"name": "@workflow", "value": workflow})
             order = "c.kind, c.workflow, c.inbox_oldest_created_at"
-        if keys is not None:
-            # one ARRAY_CONTAINS per key (served by the /assignees/[] index): only @aN names are built here
-            clauses.append("(" + " OR ".join(f"ARRAY_CONTAINS(c.assignees, @a{n})" for n in range(len(keys))) + ")")
-            parameters.extend({"name": f"@a{n}", "value": key} for n, key in enumerate(keys))
-        wanted = frozenset(keys) if keys is not None else None
         where = " AND ".join(clauses)  # fixed clauses: every value travels as a parameter
         query = (
             "SELECT c.session_id, c.workflow, c.expires_at, c.inbox_oldest_created_at, c.inbox"  # noqa: S608
             f" FROM c WHERE {where} ORDER BY {order}"
         )
-        now = self._clock()
         found: list[tuple[tuple[str, str, str], PendingRequestEntry]] = []
         async for row in self._stream(container, query, parameters, max_item_count=min(max(limit + 1, 10), 100)):
             # Rows come ordered by their oldest request: once one starts after the page's last row
@@ -923,13 +1018,13 @@ class CosmosDBCheckpointStorage:
             if len(found) > limit and str(row["inbox_oldest_created_at"]) > found[limit - 1][0][0]:
                 break
             expires_at = row.get("expires_at")
-            if isinstance(expires_at, (int, float)) and expires_at <= now:
+            if isinstance(expires_at, (int, float)) and expires_at <= clock:
                 continue
-            for text in row.get("inbox") or ():
-                request = PendingRequest.model_validate_json(text)
-                if wanted is not None and wanted.isdisjoint(request.approvers):
-                    continue
-                entry = PendingRequestEntry(session_id=row["session_id"], workflow=row["workflow"], request=request)
+            entries = [PendingRequestEntry(session_id=row["session_id"], workflow=row["workflow"],
+                                           request=PendingRequest.model_validate_json(text))
+                       for text in row.get("inbox") or ()]
+            for entry in inbox_matches(entries, workflow=workflow, assignees=keys, claimed_by=claimed_by,
+                                       due_before=due_before, now=now):
                 key = inbox_key(entry)
                 if after is not None and key <= after:
                     continue
@@ -937,6 +1032,35 @@ class CosmosDBCheckpointStorage:
         items = [entry for _, entry in found[:limit]]
         token = encode_token(list(found[limit - 1][0])) if len(found) > limit else None
         return Page[PendingRequestEntry](items=items, continuation=token)
+
+    async def count_pending_requests(
+        self,
+        *,
+        workflow: str | None = None,
+        assignee: str | None = None,
+        assignees: Sequence[str] | None = None,
+        claimed_by: str | None = None,
+        due_before: dt.datetime | None = None,
+    ) -> int:
+        """How many requests the inbox lists with these filters: one cross-partition aggregate,
+        ``SELECT VALUE COUNT(1) FROM c JOIN r IN c.inbox_index WHERE ...`` (the filters of
+        :meth:`list_pending_requests`, the request ones on ``r``; expiry on ``c.expires_at``).
+        Nothing but the count comes back. Session documents written before ``inbox_index`` was
+        stored count for nothing until they are next saved.
+        """
+        keys = inbox_assignees(assignee, assignees)
+        if keys == ():
+            return 0
+        container = await self._ready()
+        clock, now = self._now()
+        clauses, request, parameters = self._inbox_filter(workflow=workflow, keys=keys, claimed_by=claimed_by,
+                                                          due_before=due_before, now=now)
+        clauses.append("(IS_NULL(c.expires_at) OR c.expires_at > @now)")
+        parameters.append({"name": "@now", "value": clock})
+        where = " AND ".join(clauses + request)  # fixed clauses: every value travels as a parameter
+        query = f"SELECT VALUE COUNT(1) FROM c JOIN r IN c.inbox_index WHERE {where}"  # noqa: S608
+        # One value; should a gateway hand back per-partition partial counts instead, they add up.
+        return sum(int(n) for n in await self._query(container, query, parameters))
 
     async def list_audit(self, session_id: str) -> list[AuditRecord]:
         """The session's audit records in order: one query within the session's partition."""

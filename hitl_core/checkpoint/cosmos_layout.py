@@ -15,17 +15,34 @@ The queries this policy serves (and nothing else is queried):
 
 * reviewer inbox (cross-partition)::
 
-      WHERE c.kind = 'session' AND c.inbox_newest_created_at >= @after
-        [AND c.workflow = @workflow]
+      WHERE c.kind = 'session' [AND c.workflow = @workflow]
         [AND (ARRAY_CONTAINS(c.assignees, @a0) OR ARRAY_CONTAINS(c.assignees, @a1) ...)]
+        [AND c.inbox_oldest_created_at < @due]
+        AND c.inbox_newest_created_at >= @after
+        [AND EXISTS(SELECT VALUE r FROM r IN c.inbox_index
+                    WHERE [(ARRAY_CONTAINS(r.approvers, @a0) OR ...) AND]
+                          r.claimed_by = @claimed_by AND r.claimed_until > @now_stamp
+                          [AND r.inbox_order < @due])]
       ORDER BY c.kind, [c.workflow,] c.inbox_oldest_created_at
 
   (expiry, ``expires_at``, is checked on the rows read). The two composite indexes below serve
   exactly these two ORDER BY shapes (a multi-property ORDER BY *requires* its composite index; the
   equality-filtered properties lead it); the assignee keys (a caller's ``user:`` id and each of
-  their ``role:`` keys, one to fifty) are served by the ``/assignees/[]`` range index.
+  their ``role:`` keys, one to fifty) are served by the ``/assignees/[]`` range index, the
+  ``claimed_by`` filter (``EXISTS``, only when given) by the ``/inbox_index/[]/...`` paths.
+* inbox count (cross-partition aggregate, the same filters, the request ones per ``inbox_index``
+  element)::
+
+      SELECT VALUE COUNT(1) FROM c JOIN r IN c.inbox_index
+      WHERE c.kind = 'session' [AND <the session clauses above>]
+        AND (IS_NULL(c.expires_at) OR c.expires_at > @now)
+        [AND (ARRAY_CONTAINS(r.approvers, @a0) OR ...)]
+        [AND r.claimed_by = @claimed_by AND r.claimed_until > @now_stamp] [AND r.inbox_order < @due]
+
+  (``/inbox_index/[]/inbox_order``, ``/approvers/[]``, ``/claimed_by`` and ``/claimed_until``).
 * session listing (admin, cross-partition): ``WHERE c.kind = 'session' AND c.session_id > @after
-  [AND c.workflow = @w] [AND c.status = @s] ... ORDER BY c.session_id`` (single-property range index).
+  [AND c.workflow = @w] [AND c.status = @s] [AND ARRAY_CONTAINS(c.participants, @participant)] ...
+  ORDER BY c.session_id`` (single-property range index; a person's history by ``/participants/[]``).
 * audit trail (single partition): ``WHERE c.session_id = @sid AND c.kind = 'audit'``.
 * delegations (single partition ``"~delegations"``, sorted by delegator in Python, no ORDER BY):
   ``SELECT VALUE c.delegation FROM c WHERE c.kind = 'delegation' AND c.expires_at > @now
@@ -61,6 +78,11 @@ INDEXING_POLICY: dict[str, Any] = {
         {"path": "/inbox_oldest_created_at/?"},
         {"path": "/inbox_newest_created_at/?"},
         {"path": "/assignees/[]/?"},
+        {"path": "/inbox_index/[]/inbox_order/?"},
+        {"path": "/inbox_index/[]/approvers/[]/?"},
+        {"path": "/inbox_index/[]/claimed_by/?"},
+        {"path": "/inbox_index/[]/claimed_until/?"},
+        {"path": "/participants/[]/?"},
         {"path": "/delegate/?"},
     ],
     "excludedPaths": [

@@ -29,6 +29,7 @@ as absent and is kept, so that the next one continues its version counter; listi
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import fcntl
 import hashlib
 import json
@@ -50,8 +51,10 @@ from .base import (
     expiry,
     inbox_assignees,
     inbox_entries,
+    inbox_matches,
     page_inbox,
     page_sessions,
+    participants,
 )
 from .models import (
     AuditRecord,
@@ -309,19 +312,37 @@ class FileCheckpointStorage:
         return self._delete_sync(session_id, expected_version)
 
     async def list_sessions(self, *, workflow: str | None = None, status: str | None = None,
-                            limit: int = 100, continuation: str | None = None) -> Page[SessionSummary]:
+                            participant: str | None = None, limit: int = 100,
+                            continuation: str | None = None) -> Page[SessionSummary]:
         checkpoints = await asyncio.to_thread(self._all)
         summaries = [SessionSummary(session_id=c.session_id, workflow=c.workflow, status=c.status,
-                                    updated_at=c.updated_at) for c in checkpoints]
+                                    updated_at=c.updated_at) for c in checkpoints
+                     if participant is None or participant in participants(c)]
         return page_sessions(summaries, workflow=workflow, status=status, limit=limit, continuation=continuation)
 
-    async def list_pending_requests(self, *, workflow: str | None = None, assignee: str | None = None,
-                                    assignees: Sequence[str] | None = None, limit: int = 50,
-                                    continuation: str | None = None) -> Page[PendingRequestEntry]:
-        keys = inbox_assignees(assignee, assignees)  # a bad filter fails before the folder scan
+    async def _inbox(self, assignee: str | None, assignees: Sequence[str] | None) -> list[PendingRequestEntry]:
+        inbox_assignees(assignee, assignees)  # a bad filter fails before the folder scan
         checkpoints = await asyncio.to_thread(self._all)
-        entries = [e for c in checkpoints for e in inbox_entries(c)]
-        return page_inbox(entries, workflow=workflow, assignees=keys, limit=limit, continuation=continuation)
+        return [e for c in checkpoints for e in inbox_entries(c)]
+
+    def _now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self._clock(), dt.UTC)
+
+    async def list_pending_requests(self, *, workflow: str | None = None, assignee: str | None = None,
+                                    assignees: Sequence[str] | None = None, claimed_by: str | None = None,
+                                    due_before: dt.datetime | None = None, limit: int = 50,
+                                    continuation: str | None = None) -> Page[PendingRequestEntry]:
+        entries = await self._inbox(assignee, assignees)
+        return page_inbox(entries, workflow=workflow, assignee=assignee, assignees=assignees,
+                          claimed_by=claimed_by, due_before=due_before, now=self._now(), limit=limit,
+                          continuation=continuation)
+
+    async def count_pending_requests(self, *, workflow: str | None = None, assignee: str | None = None,
+                                     assignees: Sequence[str] | None = None, claimed_by: str | None = None,
+                                     due_before: dt.datetime | None = None) -> int:
+        entries = await self._inbox(assignee, assignees)
+        return len(inbox_matches(entries, workflow=workflow, assignee=assignee, assignees=assignees,
+                                 claimed_by=claimed_by, due_before=due_before, now=self._now()))
 
     async def list_audit(self, session_id: str) -> list[AuditRecord]:
         return await asyncio.to_thread(self._audit_sync, session_id)

@@ -6,6 +6,7 @@ cannot change what is stored — the same isolation a real database gives.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,10 +19,11 @@ from .base import (
     encode_document,
     epoch_seconds,
     expiry,
-    inbox_assignees,
     inbox_entries,
+    inbox_matches,
     page_inbox,
     page_sessions,
+    participants,
 )
 from .models import (
     AuditRecord,
@@ -106,22 +108,37 @@ class InMemoryCheckpointStorage:
         return True
 
     async def list_sessions(self, *, workflow: str | None = None, status: str | None = None,
-                            limit: int = 100, continuation: str | None = None) -> Page[SessionSummary]:
+                            participant: str | None = None, limit: int = 100,
+                            continuation: str | None = None) -> Page[SessionSummary]:
         summaries = [
             SessionSummary(session_id=sid, workflow=r.checkpoint.workflow, status=r.checkpoint.status,
                            updated_at=r.checkpoint.updated_at)
             for sid in list(self._rows)
             if (r := self._live(sid)) is not None
+            and (participant is None or participant in participants(r.checkpoint))
         ]
         return page_sessions(summaries, workflow=workflow, status=status, limit=limit, continuation=continuation)
 
+    def _inbox(self) -> list[PendingRequestEntry]:
+        return [e for sid in list(self._rows) if (r := self._live(sid)) is not None
+                for e in inbox_entries(r.checkpoint)]
+
+    def _now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self._clock(), dt.UTC)
+
     async def list_pending_requests(self, *, workflow: str | None = None, assignee: str | None = None,
-                                    assignees: Sequence[str] | None = None, limit: int = 50,
+                                    assignees: Sequence[str] | None = None, claimed_by: str | None = None,
+                                    due_before: dt.datetime | None = None, limit: int = 50,
                                     continuation: str | None = None) -> Page[PendingRequestEntry]:
-        keys = inbox_assignees(assignee, assignees)
-        entries = [e for sid in list(self._rows) if (r := self._live(sid)) is not None
-                   for e in inbox_entries(r.checkpoint)]
-        return page_inbox(entries, workflow=workflow, assignees=keys, limit=limit, continuation=continuation)
+        return page_inbox(self._inbox(), workflow=workflow, assignee=assignee, assignees=assignees,
+                          claimed_by=claimed_by, due_before=due_before, now=self._now(), limit=limit,
+                          continuation=continuation)
+
+    async def count_pending_requests(self, *, workflow: str | None = None, assignee: str | None = None,
+                                     assignees: Sequence[str] | None = None, claimed_by: str | None = None,
+                                     due_before: dt.datetime | None = None) -> int:
+        return len(inbox_matches(self._inbox(), workflow=workflow, assignee=assignee, assignees=assignees,
+                                 claimed_by=claimed_by, due_before=due_before, now=self._now()))
 
     async def list_audit(self, session_id: str) -> list[AuditRecord]:
         return [AuditRecord.model_validate_json(t) for t in self._audit.get(session_id, [])]

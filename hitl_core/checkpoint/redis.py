@@ -19,9 +19,15 @@ Keys (``P`` is ``key_prefix``, default ``"hitl:"``)::
                                  records outlive the session, as in the other backends)
     P idx:sessions         zset  score 0, member sid           list_sessions (ZRANGEBYLEX)
     P idx:sessions:wf:{w}  zset  the same, one workflow
+    P idx:sessions:who:{p} zset  the same, sessions person ``p`` took part in (``participants()``)
     P idx:inbox            zset  score 0, member order \\0 sid \\0 call_id   the inbox
     P idx:inbox:wf:{w}     zset  the same, one workflow
     P idx:inbox:as:{a}     zset  the same, requests that list ``a`` among their approvers
+    P idx:inbox:claim:{p}  zset  the same, requests ``p`` claimed (``claimed_by`` and ``claimed_until`` set)
+    P idx:inbox:claim-until:{p}  zset  the same members, score = ``claimed_until`` in epoch microseconds
+                                 (not walked: ZSCORE tells whether a claim is still live)
+    P idx:inbox:ttl        zset  score 0, member sid: sessions saved with a TTL that list requests
+                                 (the only ones whose inbox entries expiry can strand; see counts)
     P delegation:{d}       hash  doc, version, delegate   an out-of-office delegation of ``d``
                                  (PEXPIREAT its ``ends_at``: Redis drops it when it ends)
     P idx:delegations      zset  score 0, member delegator          list_delegations()
@@ -31,7 +37,7 @@ Keys (``P`` is ``key_prefix``, default ``"hitl:"``)::
 
 The version is a per-session counter kept in the hash (a hash rather than a plain string so
 the version, workflow and status can be compared and filtered inside scripts without parsing
-the document). All index sets use score 0 and lexicographic members, so keyset paging is a
+the document). All walked index sets use score 0 and lexicographic members, so keyset paging is a
 ``ZRANGEBYLEX (last +`` with no OFFSET. Inbox members are the request's inbox order key
 (:func:`~hitl_core.checkpoint.base.inbox_order`: deadline, then creation time, both as UTC
 stamps), session id and call id joined by NUL bytes after an order-preserving escape (``\\0`` ->
@@ -43,11 +49,25 @@ union of their ``idx:inbox:as:`` sets: the listing script merges them itself (a 
 one cursor per set, in byte order, each member once), so a page is still one round trip, no
 temporary key is written, and memory is bounded by the number of keys times the batch size.
 
+Filters. ``list_sessions(participant=p)`` walks ``idx:sessions:who:p`` (a workflow or status filter
+checked in the script). ``list_pending_requests(claimed_by=p)`` walks ``idx:inbox:claim:p`` (a person
+holds few claims) and keeps an entry only while its ``idx:inbox:claim-until:p`` score is after now,
+this process's real time (claims are not given a Redis TTL: the request stays, only the claim runs
+out); assignee keys are then ZSCORE checks in their ``as:`` sets. ``due_before=T`` is an upper bound on
+every walk, ``ZRANGEBYLEX ... (stamp(T)``: members start with the order key, which starts with the
+deadline's stamp (no deadline sorts after every stamp), so the walk ends at the first request not due.
+``count_pending_requests`` is one script call (``_COUNT``) that reads no request: ZLEXCOUNT when one
+index answers, else ZSCORE checks of the walked entries, a union counted once per member. It has no
+scan budget (it has no continuation): it visits the entries of the smallest index that answers. Sessions
+saved before these indexes existed are found by ``participant`` and ``claimed_by`` once saved again.
+
 Expiry: Redis drops ``session:`` and ``requests:`` itself when a finished session's TTL runs
 out, but cannot tell the indexes. Reads therefore check each index entry's session key; an
 entry whose session is gone is skipped and the session's ``refs:`` list is used, in the same
 script, to remove all of its index entries (lazy cleanup). :meth:`purge_expired` walks the
-indexes to do the same eagerly. A listing script scans at most ``scan_budget`` index entries
+indexes to do the same eagerly. A count cannot skip what ZLEXCOUNT does not visit, so it first
+forgets the sessions of ``idx:inbox:ttl`` whose ``session:`` key is gone; every entry left then belongs
+to a live session. A listing script scans at most ``scan_budget`` index entries
 per call so one call can never block Redis for long; a page may then hold fewer than ``limit``
 items but still carries a continuation.
 
@@ -72,7 +92,9 @@ first use of ``RedisCheckpointStorage`` (``pip install hitl_core[redis]``).
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -94,11 +116,13 @@ from .base import (
     InvalidContinuationError,
     decode_document,
     decode_token,
+    due_stamp,
     encode_document,
     encode_token,
     epoch_seconds,
     inbox_assignees,
     inbox_order,
+    participants,
 )
 from .models import (
     AuditRecord,
@@ -139,7 +163,7 @@ end
 
 # KEYS: session, requests, refs, audit
 # ARGV: mode ('create'|'update'), expected, doc, workflow, status, updated_at, ttl_ms, n_requests,
-#       (call_id, json) * n_requests, n_refs, (zset, member) * n_refs, audit json...
+#       (call_id, json) * n_requests, n_refs, (zset, score, member) * n_refs, audit json...
 _SAVE = r"""
 local cur = redis.call('HGET', KEYS[1], 'version')
 if ARGV[1] == 'create' then
@@ -162,9 +186,9 @@ end
 local nrefs = tonumber(ARGV[pos])
 pos = pos + 1
 for _ = 1, nrefs do
-  redis.call('ZADD', ARGV[pos], 0, ARGV[pos + 1])
-  redis.call('RPUSH', KEYS[3], ARGV[pos], ARGV[pos + 1])
-  pos = pos + 2
+  redis.call('ZADD', ARGV[pos], ARGV[pos + 1], ARGV[pos + 2])
+  redis.call('RPUSH', KEYS[3], ARGV[pos], ARGV[pos + 2])
+  pos = pos + 3
 end
 for i = pos, #ARGV do redis.call('RPUSH', KEYS[4], ARGV[i]) end
 local ttl = tonumber(ARGV[7])
@@ -221,9 +245,31 @@ local function before(x, y)
 end
 """
 
-# KEYS: the inbox indexes to walk; the script walks their UNION in member order, each member once
-#       (one index: no filter, a workflow's, or one assignee's; several: one per assignee key).
-# ARGV: prefix, start, want, budget, workflow filter flag, workflow
+# Shared by the inbox listing and the count: the filters checked per index entry, beyond the walk.
+# ``in_any`` -- the entry is in one of KEYS[first .. first + n - 1] (assignee sets, when the walk is
+# a person's claim index); ``claim_live`` -- its claim-until score (epoch microseconds) is after now.
+_LUA_FILTERS = r"""
+local function in_any(first, n, m)
+  if n == 0 then return true end
+  for i = first, first + n - 1 do
+    if redis.call('ZSCORE', KEYS[i], m) then return true end
+  end
+  return false
+end
+local function claim_live(until_key, m, now)
+  if not until_key then return true end
+  local s = redis.call('ZSCORE', until_key, m)
+  return s and tonumber(s) > now
+end
+"""
+
+# KEYS: the inbox indexes to walk (n_walk), then n_any assignee sets an entry must be in one of,
+#       then the claim-until set if claims are filtered.
+#       The script walks the UNION of the walked indexes in member order, each member once (one
+#       index: no filter, a workflow's, one assignee's or one person's claims; several: one per
+#       assignee key).
+# ARGV: prefix, start, want, budget, workflow filter flag, workflow, upper (``+``, or ``(`` due bound),
+#       n_walk, n_any, claim filter flag, now (epoch microseconds)
 # Returns {done, last member scanned, removed, (member, workflow, request json)...}
 #
 # A k-way merge. Each index is read through a cursor that buffers one ZRANGEBYLEX batch at a time
@@ -232,19 +278,22 @@ end
 # member moves past it, so a request listed under several keys is scanned and returned once.
 # Memory is bounded by the number of indexes times the batch; nothing is written but the lazy
 # cleanup (no temporary keys). The budget counts index entries consumed: a member under three of
-# the walked keys costs three. With one index there is no heap and no sort key.
-_INBOX = _LUA_HELPERS + _LUA_BYTE_ORDER + r"""
+# the walked keys costs three. With one index there is no heap and no sort key. ``due_before`` is
+# the walk's upper bound (``upper``), so the walk ends at the first request not yet due.
+_INBOX = _LUA_HELPERS + _LUA_BYTE_ORDER + _LUA_FILTERS + r"""
 local prefix, start = ARGV[1], ARGV[2]
 local want, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
 local by_workflow, workflow = ARGV[5] == '1', ARGV[6]
+local upper, nkeys, n_any = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
+local until_key = ARGV[10] == '1' and KEYS[nkeys + n_any + 1] or nil
+local now = tonumber(ARGV[11])
 local out, found, scanned, removed, last, done = {}, 0, 0, 0, '', 0
-local nkeys = #KEYS
 local buf, pos, more, cur, key = {}, {}, {}, {}, {}
 local function fill(i, from)
   local share = math.max(want - found, 64)
   if nkeys > 1 then share = math.max(math.ceil(share / nkeys), 16) end
   local size = math.max(1, math.min(budget - scanned, share))
-  local batch = redis.call('ZRANGEBYLEX', KEYS[i], from, '+', 'LIMIT', 0, size)
+  local batch = redis.call('ZRANGEBYLEX', KEYS[i], from, upper, 'LIMIT', 0, size)
   buf[i], pos[i], more[i], cur[i] = batch, 1, #batch == size, batch[1]
   if cur[i] and nkeys > 1 then key[i] = sortkey(cur[i]) end
 end
@@ -306,7 +355,8 @@ while size > 0 and found < want and scanned < budget do
     forget(prefix, sid)
     for _, k in ipairs(holders) do redis.call('ZREM', k, m) end
     removed = removed + 1
-  elseif (not by_workflow) or wf == workflow then
+  elseif ((not by_workflow) or wf == workflow) and in_any(nkeys + 1, n_any, m)
+      and claim_live(until_key, m, now) then
     local doc = redis.call('HGET', prefix .. 'requests:' .. sid, call_id)
     if doc then
       out[#out + 1] = m
@@ -324,12 +374,14 @@ for i = 1, #out do reply[#reply + 1] = out[i] end
 return reply
 """
 
-# KEYS: the session index to walk.  ARGV: prefix, start, want, budget, status filter flag, status
+# KEYS: the session index to walk (every session, a workflow's, or a participant's).
+# ARGV: prefix, start, want, budget, status filter flag, status, workflow filter flag, workflow
 # Returns {done, last sid scanned, removed, (sid, workflow, status, updated_at)...}
 _SESSIONS = _LUA_HELPERS + r"""
 local prefix, cursor = ARGV[1], ARGV[2]
 local want, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
 local by_status, status = ARGV[5] == '1', ARGV[6]
+local by_workflow, workflow = ARGV[7] == '1', ARGV[8]
 local out, found, scanned, removed, last, done = {}, 0, 0, 0, '', 0
 while found < want and scanned < budget do
   local batch = redis.call('ZRANGEBYLEX', KEYS[1], cursor, '+', 'LIMIT', 0,
@@ -343,7 +395,7 @@ while found < want and scanned < budget do
       forget(prefix, sid)
       redis.call('ZREM', KEYS[1], sid)
       removed = removed + 1
-    elseif (not by_status) or row[2] == status then
+    elseif ((not by_status) or row[2] == status) and ((not by_workflow) or row[1] == workflow) then
       out[#out + 1] = sid
       out[#out + 1] = row[1]
       out[#out + 1] = row[2] or ''
@@ -357,6 +409,63 @@ end
 local reply = {done, last, removed}
 for i = 1, #out do reply[#reply + 1] = out[i] end
 return reply
+"""
+
+# KEYS: the inbox indexes to walk (n_walk), then n_any assignee sets an entry must be in one of,
+#       then the workflow set an entry must be in (if filtered), then the claim-until set (if filtered).
+# ARGV: prefix, upper (``+``, or ``(`` due bound), n_walk, n_any, workflow flag, claim flag, now (epoch us)
+# Returns the number of distinct entries of the walked indexes' union, below ``upper``, passing the filters.
+#
+# First the sessions in ``idx:inbox:ttl`` (saved with a TTL while listing requests: the only ones whose
+# index entries Redis can strand) that Redis has expired are forgotten, so every entry left belongs to a
+# live session and one index with no further filter is counted by ZLEXCOUNT alone. One index and a
+# workflow set: the smaller of the two is walked and membership checked in the other (ZSCORE). Otherwise
+# the walked entries are checked by ZSCORE (assignee sets, workflow set, claim-until score) and, with
+# several walked indexes, counted once each through a table of members seen. No request is read.
+_COUNT = _LUA_HELPERS + _LUA_FILTERS + r"""
+local prefix, upper = ARGV[1], ARGV[2]
+local n_walk, n_any = tonumber(ARGV[3]), tonumber(ARGV[4])
+local now = tonumber(ARGV[7])
+local walk = {}
+for i = 1, n_walk do walk[i] = KEYS[i] end
+local k = n_walk + n_any + 1
+local wf_key, until_key = nil, nil
+if ARGV[5] == '1' then wf_key = KEYS[k] k = k + 1 end
+if ARGV[6] == '1' then until_key = KEYS[k] end
+for _, sid in ipairs(redis.call('ZRANGE', prefix .. 'idx:inbox:ttl', 0, -1)) do
+  if redis.call('EXISTS', prefix .. 'session:' .. sid) == 0 then forget(prefix, sid) end
+end
+if n_walk == 1 and n_any == 0 and not until_key then
+  if not wf_key then return redis.call('ZLEXCOUNT', walk[1], '-', upper) end
+  if redis.call('ZLEXCOUNT', wf_key, '-', upper) < redis.call('ZLEXCOUNT', walk[1], '-', upper) then
+    walk[1], wf_key = wf_key, walk[1]
+  end
+end
+local seen = n_walk > 1 and {} or nil
+local count = 0
+for i = 1, n_walk do
+  local from = '-'
+  while true do
+    local batch = redis.call('ZRANGEBYLEX', walk[i], from, upper, 'LIMIT', 0, 1000)
+    for _, m in ipairs(batch) do
+      if not (seen and seen[m]) then
+        if seen then seen[m] = true end
+        if ((not wf_key) or redis.call('ZSCORE', wf_key, m)) and in_any(n_walk + 1, n_any, m)
+            and claim_live(until_key, m, now) then
+          local sid = parse_member(m)
+          if redis.call('EXISTS', prefix .. 'session:' .. sid) == 1 then
+            count = count + 1
+          else
+            forget(prefix, sid)
+          end
+        end
+      end
+    end
+    if #batch < 1000 then break end
+    from = '(' .. batch[#batch]
+  end
+end
+return count
 """
 
 # Delegations. Drop every index entry of a delegator (its ``delegate`` mapping says which ``to:`` set).
@@ -443,6 +552,30 @@ def _inbox_member(created_at: str, session_id: str, call_id: str) -> str:
 def _split_member(member: str) -> tuple[str, str, str]:
     created_at, sid, call_id = member.split("\x00")
     return created_at, _unescape(sid), _unescape(call_id)
+
+
+def _flag(value: bool) -> str:
+    return "1" if value else "0"
+
+
+def _upper(due_before: dt.datetime | None) -> str:
+    """The inbox walk's upper bound: before the due stamp (an order key below it is due), else none."""
+    return "(" + due_stamp(due_before) if due_before is not None else "+"
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _epoch_micros(moment: dt.datetime) -> int:
+    """Exact microseconds since the epoch (a naive value is UTC): a claim-until score, exact in a double."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return (moment - _EPOCH) // dt.timedelta(microseconds=1)
+
+
+def _now_micros() -> int:
+    """Now, for claims: this process's real time (as a claim's ``claimed_until`` was set)."""
+    return time.time_ns() // 1000
 
 
 def _text(value: Any) -> str:
@@ -532,6 +665,7 @@ class RedisCheckpointStorage:
         self._delete_script = client.register_script(_DELETE)
         self._inbox_script = client.register_script(_INBOX)
         self._sessions_script = client.register_script(_SESSIONS)
+        self._count_script = client.register_script(_COUNT)
         self._delegation_save_script = client.register_script(_DELEGATION_SAVE)
         self._delegation_delete_script = client.register_script(_DELEGATION_DELETE)
         self._delegation_list_script = client.register_script(_DELEGATION_LIST)
@@ -561,21 +695,50 @@ class RedisCheckpointStorage:
             return f"{self.key_prefix}idx:inbox:wf:{workflow}"
         return f"{self.key_prefix}idx:inbox"
 
-    def _sessions_index(self, workflow: str | None = None) -> str:
+    def _claim_indexes(self, person: str) -> tuple[str, str]:
+        """The person's claims: (walked in inbox order, score = claimed_until in epoch microseconds)."""
+        return f"{self.key_prefix}idx:inbox:claim:{person}", f"{self.key_prefix}idx:inbox:claim-until:{person}"
+
+    def _sessions_index(self, workflow: str | None = None, *, participant: str | None = None) -> str:
+        if participant is not None:
+            return f"{self.key_prefix}idx:sessions:who:{participant}"
         if workflow is not None:
             return f"{self.key_prefix}idx:sessions:wf:{workflow}"
         return f"{self.key_prefix}idx:sessions"
 
-    def _refs(self, checkpoint: WorkflowCheckpoint) -> list[tuple[str, str]]:
-        """Every (index key, member) pair the checkpoint must be listed under."""
+    def _refs(self, checkpoint: WorkflowCheckpoint, *, expiring: bool) -> list[tuple[str, int, str]]:
+        """Every (index key, score, member) entry the checkpoint must be listed under.
+
+        ``expiring``: the session is saved with a TTL, so its inbox entries go in ``idx:inbox:ttl``.
+        """
         sid, wf = checkpoint.session_id, checkpoint.workflow
-        refs = [(self._sessions_index(), sid), (self._sessions_index(wf), sid)]
+        refs = [(self._sessions_index(), 0, sid), (self._sessions_index(wf), 0, sid)]
+        refs.extend((self._sessions_index(participant=person), 0, sid) for person in participants(checkpoint))
         for pending in checkpoint.pending_requests:
             member = _inbox_member(inbox_order(pending), sid, pending.call_id)
-            refs.append((self._inbox_index(), member))
-            refs.append((self._inbox_index(workflow=wf), member))
-            refs.extend((self._inbox_index(assignee=a), member) for a in dict.fromkeys(pending.approvers))
+            refs.append((self._inbox_index(), 0, member))
+            refs.append((self._inbox_index(workflow=wf), 0, member))
+            refs.extend((self._inbox_index(assignee=a), 0, member) for a in dict.fromkeys(pending.approvers))
+            if pending.claimed_by and pending.claimed_until is not None:
+                walked, until = self._claim_indexes(pending.claimed_by)
+                refs.append((walked, 0, member))
+                refs.append((until, _epoch_micros(pending.claimed_until), member))
+        if expiring and checkpoint.pending_requests:
+            refs.append((f"{self.key_prefix}idx:inbox:ttl", 0, sid))
         return refs
+
+    def _inbox_plan(
+        self, workflow: str | None, keys: tuple[str, ...] | None, claimed_by: str | None
+    ) -> tuple[list[str], list[str], str | None]:
+        """What an inbox call walks: (indexes whose union is walked, assignee sets an entry must be
+        in one of, the claim-until set to check). A workflow filter is applied on top, except when
+        the workflow's own index is the walk."""
+        if claimed_by is not None:
+            walked, until = self._claim_indexes(claimed_by)
+            return [walked], [self._inbox_index(assignee=k) for k in keys or ()], until
+        if keys is None:
+            return [self._inbox_index(workflow=workflow)], [], None
+        return [self._inbox_index(assignee=k) for k in keys], [], None
 
     # -- error translation ------------------------------------------------------------------
     @contextmanager
@@ -630,6 +793,7 @@ class RedisCheckpointStorage:
     ) -> str:
         text = encode_document(checkpoint, self.max_document_bytes)  # raises before any write
         sid = checkpoint.session_id
+        ttl_ms = int(ttl_seconds * 1000) if ttl_seconds else 0
         args: list[str | int] = [
             "create" if expected_version is None else "update",
             expected_version or "",
@@ -637,15 +801,15 @@ class RedisCheckpointStorage:
             checkpoint.workflow,
             checkpoint.status,
             checkpoint.updated_at.isoformat(),
-            int(ttl_seconds * 1000) if ttl_seconds else 0,
+            ttl_ms,
             len(checkpoint.pending_requests),
         ]
         for pending in checkpoint.pending_requests:
             args += [pending.call_id, pending.model_dump_json()]
-        refs = self._refs(checkpoint)
+        refs = self._refs(checkpoint, expiring=ttl_ms != 0)
         args.append(len(refs))
-        for key, member in refs:
-            args += [key, member]
+        for key, score, member in refs:
+            args += [key, score, member]
         args += [record.model_dump_json() for record in audit]
         with self._translated("save"):
             ok, value = await self._save_script(keys=self._session_keys(sid), args=args)
@@ -667,17 +831,20 @@ class RedisCheckpointStorage:
         *,
         workflow: str | None = None,
         status: str | None = None,
+        participant: str | None = None,
         limit: int = 100,
         continuation: str | None = None,
     ) -> Page[SessionSummary]:
+        """One script call per page: a walk of the participant's, the workflow's or every session's index."""
         start = "(" + _key_token(continuation, 1)[0] if continuation else "-"
         if limit <= 0:
             return Page[SessionSummary](items=[], continuation=None)
-        reply = await self._walk(
-            self._sessions_script, [self._sessions_index(workflow)], start, limit,
-            (status is not None, status or ""), "list_sessions",
-        )
-        done, last, rows = reply
+        if participant is not None:
+            index, by_workflow = self._sessions_index(participant=participant), workflow is not None
+        else:
+            index, by_workflow = self._sessions_index(workflow), False
+        filters: list[str | int] = [_flag(status is not None), status or "", _flag(by_workflow), workflow or ""]
+        done, last, rows = await self._walk(self._sessions_script, [index], start, limit, filters, "list_sessions")
         items = [
             SessionSummary.model_validate({"session_id": _text(rows[i]), "workflow": _text(rows[i + 1]),
                                            "status": _text(rows[i + 2]), "updated_at": _text(rows[i + 3])})
@@ -697,24 +864,31 @@ class RedisCheckpointStorage:
         workflow: str | None = None,
         assignee: str | None = None,
         assignees: Sequence[str] | None = None,
+        claimed_by: str | None = None,
+        due_before: dt.datetime | None = None,
         limit: int = 50,
         continuation: str | None = None,
     ) -> Page[PendingRequestEntry]:
         """One script call per page: a walk of the narrowest index, or of the union of the keys' indexes.
 
-        With assignee keys the script merges their ``idx:inbox:as:`` sets (see ``_INBOX``); a
-        workflow filter on top of them is checked in the script.
+        The narrowest index is the person's claim index with ``claimed_by`` (the assignee keys then
+        checked by ``ZSCORE``), else the assignee keys' ``idx:inbox:as:`` sets merged by the script
+        (see ``_INBOX``), else the workflow's or the whole inbox. A workflow filter on top of a claim
+        or assignee walk is checked in the script; ``due_before`` bounds the walk from above.
         """
         keys = inbox_assignees(assignee, assignees)
         start = "(" + _inbox_member(*_key_token(continuation, 3)) if continuation else "-"
         if limit <= 0 or keys == ():
             return Page[PendingRequestEntry](items=[], continuation=None)
-        if keys is None:
-            indexes, by_workflow = [self._inbox_index(workflow=workflow)], False
-        else:
-            indexes, by_workflow = [self._inbox_index(assignee=k) for k in keys], workflow is not None
+        walked, any_of, until = self._inbox_plan(workflow, keys, claimed_by)
+        by_workflow = workflow is not None and (claimed_by is not None or keys is not None)
+        filters: list[str | int] = [
+            _flag(by_workflow), workflow or "", _upper(due_before), len(walked), len(any_of), _flag(until is not None),
+            _now_micros(),
+        ]
         done, last, rows = await self._walk(
-            self._inbox_script, indexes, start, limit, (by_workflow, workflow or ""), "list_pending_requests"
+            self._inbox_script, [*walked, *any_of, *([until] if until else [])], start, limit, filters,
+            "list_pending_requests",
         )
         members = [_text(rows[i]) for i in range(0, len(rows), 3)]
         items = [
@@ -733,13 +907,38 @@ class RedisCheckpointStorage:
             token = encode_token(list(_split_member(last)))
         return Page[PendingRequestEntry](items=items, continuation=token)
 
+    async def count_pending_requests(
+        self,
+        *,
+        workflow: str | None = None,
+        assignee: str | None = None,
+        assignees: Sequence[str] | None = None,
+        claimed_by: str | None = None,
+        due_before: dt.datetime | None = None,
+    ) -> int:
+        """One script call (``_COUNT``): ZLEXCOUNT where one index answers, else ZSCORE checks of the
+        walked index entries; no request document is read."""
+        keys = inbox_assignees(assignee, assignees)
+        if keys == ():
+            return 0
+        walked, any_of, until = self._inbox_plan(workflow, keys, claimed_by)
+        wf_set = [self._inbox_index(workflow=workflow)] if workflow is not None and (
+            claimed_by is not None or keys is not None) else []
+        args: list[str | int] = [
+            self.key_prefix, _upper(due_before), len(walked), len(any_of), _flag(bool(wf_set)),
+            _flag(until is not None), _now_micros(),
+        ]
+        with self._translated("count_pending_requests"):
+            count = await self._count_script(keys=[*walked, *any_of, *wf_set, *([until] if until else [])], args=args)
+        return int(count)
+
     async def _walk(
-        self, script: Any, indexes: Sequence[str], start: str, limit: int, flt: tuple[bool, str], what: str
+        self, script: Any, keys: Sequence[str], start: str, limit: int, filters: Sequence[str | int], what: str
     ) -> tuple[bool, str, list[Any]]:
         """Run one listing script call: (indexes exhausted?, last entry scanned, flat rows)."""
-        args: list[str | int] = [self.key_prefix, start, limit + 1, self.scan_budget, "1" if flt[0] else "0", flt[1]]
+        args: list[str | int] = [self.key_prefix, start, limit + 1, self.scan_budget, *filters]
         with self._translated(what):
-            reply = await script(keys=list(indexes), args=args)
+            reply = await script(keys=list(keys), args=args)
         return int(reply[0]) == 1, _text(reply[1]), list(reply[3:])
 
     async def list_audit(self, session_id: str) -> list[AuditRecord]:
@@ -756,11 +955,14 @@ class RedisCheckpointStorage:
         nobody lists them. The audit lists of expired sessions are kept, as in the other backends.
         """
         removed = 0
-        for script, index in ((self._sessions_script, self._sessions_index()),
-                              (self._inbox_script, self._inbox_index())):
+        walks: list[tuple[Any, str, list[str | int]]] = [
+            (self._sessions_script, self._sessions_index(), ["0", "", "0", ""]),
+            (self._inbox_script, self._inbox_index(), ["0", "", "+", 1, 0, "0", 0]),
+        ]
+        for script, index, filters in walks:
             start = "-"
             while True:
-                args: list[str | int] = [self.key_prefix, start, self.scan_budget + 1, self.scan_budget, "0", ""]
+                args: list[str | int] = [self.key_prefix, start, self.scan_budget + 1, self.scan_budget, *filters]
                 with self._translated("purge_expired"):
                     reply = await script(keys=[index], args=args)
                 removed += int(reply[2])

@@ -8,15 +8,27 @@ can lose the last commits. Pass ``synchronous="FULL"`` to fsync every commit.
 
 Tables: ``sessions`` (one row per session: the checkpoint document and its version),
 ``requests`` (one row per pending request, rewritten with the session in the same
-transaction: the inbox index), ``audit`` (append-only, outlives the session's TTL) and
-``delegations`` (one row per delegator: the out-of-office delegation, its version and ``ends_at``,
-indexed by delegate; an ended row reads as absent and is removed by :meth:`purge_expired`).
-Every statement is parameterised.
+transaction: the inbox index; ``created_at`` holds :func:`inbox_order`, and ``claimed_by`` /
+``claimed_until`` (a :func:`sort_stamp`) the request's claim, NULL when unclaimed, indexed by
+claimer), ``participants`` (one ``(person, session_id)`` row per :func:`participants` entry,
+rewritten with the session and removed with it: a person's history is a walk of their own rows),
+``audit`` (append-only, outlives the session's TTL) and ``delegations`` (one row per delegator:
+the out-of-office delegation, its version and ``ends_at``, indexed by delegate; an ended row reads
+as absent and is removed by :meth:`purge_expired`). Every statement is parameterised.
+
+Schema changes: the tables are created with ``IF NOT EXISTS`` and ``PRAGMA user_version`` records
+the layout a file has. Opening a file of an older layout migrates it once, in one ``BEGIN
+IMMEDIATE`` transaction (another process opening it at the same time waits, then finds it done):
+version 0 to 1 adds the claim columns (filled from the stored request documents), the claim index
+and the participants (filled by reading each session document once). Every process writing to a
+file must run the same version: an older one would not maintain the claim columns or participants.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -30,12 +42,15 @@ from .base import (
     Clock,
     decode_document,
     decode_key_token,
+    due_stamp,
     encode_document,
     encode_token,
     epoch_seconds,
     expiry,
     inbox_assignees,
     inbox_order,
+    participants,
+    sort_stamp,
 )
 from .models import (
     AuditRecord,
@@ -67,10 +82,18 @@ CREATE TABLE IF NOT EXISTS requests (
     created_at TEXT NOT NULL,
     approvers  TEXT NOT NULL,
     doc        TEXT NOT NULL,
+    claimed_by    TEXT,
+    claimed_until TEXT,
     PRIMARY KEY (session_id, call_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS requests_inbox ON requests(created_at, session_id, call_id);
 CREATE INDEX IF NOT EXISTS requests_by_workflow ON requests(workflow, created_at, session_id, call_id);
+CREATE TABLE IF NOT EXISTS participants (
+    person     TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    PRIMARY KEY (person, session_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS participants_by_session ON participants(session_id, person);
 CREATE TABLE IF NOT EXISTS audit (
     session_id TEXT NOT NULL,
     seq        INTEGER NOT NULL,
@@ -87,7 +110,23 @@ CREATE TABLE IF NOT EXISTS delegations (
 CREATE INDEX IF NOT EXISTS delegations_by_delegate ON delegations(delegate, delegator);
 """
 
+#: The layout this module writes, kept in ``PRAGMA user_version`` (0: a file of the first layout).
+SCHEMA_VERSION = 1
+#: Created by the migration, after the columns it indexes exist (an older file lacks them at open).
+_CLAIM_INDEX = (
+    "CREATE INDEX IF NOT EXISTS requests_by_claim"
+    " ON requests(claimed_by, created_at, session_id, call_id, claimed_until) WHERE claimed_by IS NOT NULL"
+)
+
 _PURGE_EVERY = 500
+_log = logging.getLogger(__name__)
+
+
+def _claim_columns(request: PendingRequest) -> tuple[str | None, str | None]:
+    """``(claimed_by, claimed_until)`` as stored: both NULL unless the request names a claimer and an end."""
+    if request.claimed_by and request.claimed_until is not None:
+        return request.claimed_by, sort_stamp(request.claimed_until)
+    return None, None
 
 
 class SqliteCheckpointStorage:
@@ -113,9 +152,47 @@ class SqliteCheckpointStorage:
         self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}")
         self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a file of an older layout to :data:`SCHEMA_VERSION` (see the module docstring)."""
+        if self._db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            return
+        with self._transaction(translate_busy=False) as db:
+            if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+                return  # another process migrated it while this one waited for the lock
+            columns = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+            for column in ("claimed_by", "claimed_until"):
+                if column not in columns:
+                    db.execute(f"ALTER TABLE requests ADD COLUMN {column} TEXT")  # fixed names
+            claims: list[tuple[str | None, str | None, str, str]] = []
+            for sid, call_id, doc in db.execute(
+                "SELECT session_id, call_id, doc FROM requests WHERE json_extract(doc, '$.claimed_by') IS NOT NULL"
+            ).fetchall():
+                try:
+                    claims.append((*_claim_columns(PendingRequest.model_validate_json(doc)), sid, call_id))
+                except ValueError:  # unreadable: listing it fails too; it just stays out of "claimed by"
+                    _log.warning("sqlite migration: request %r of session %r does not decode", call_id, sid)
+            db.executemany(
+                "UPDATE requests SET claimed_by = ?, claimed_until = ? WHERE session_id = ? AND call_id = ?", claims)
+            db.execute(_CLAIM_INDEX)
+            rows: list[tuple[str, str]] = []
+            for sid, doc in db.execute("SELECT session_id, doc FROM sessions").fetchall():
+                try:
+                    checkpoint = decode_document(doc)
+                except ValueError:  # unreadable: load() fails on it too; it just stays out of every history
+                    _log.warning("sqlite migration: session %r does not decode; no participants indexed", sid)
+                    continue
+                rows += [(person, sid) for person in participants(checkpoint)]
+            db.executemany("INSERT OR IGNORE INTO participants(person, session_id) VALUES (?, ?)", rows)
+            db.execute(f"PRAGMA user_version = {int(SCHEMA_VERSION)}")  # a constant; PRAGMA takes no parameters
 
     def _now(self) -> float:
         return self._clock()
+
+    def _now_stamp(self) -> str:
+        """The storage's clock as a :func:`sort_stamp`, to compare with ``claimed_until``."""
+        return sort_stamp(dt.datetime.fromtimestamp(self._now(), dt.UTC))
 
     @contextmanager
     def _transaction(self, *, translate_busy: bool = True) -> Iterator[sqlite3.Connection]:
@@ -188,14 +265,17 @@ class SqliteCheckpointStorage:
             db.execute("DELETE FROM requests WHERE session_id = ?", (sid,))
             if checkpoint.pending_requests:
                 db.executemany(
-                    "INSERT INTO requests(session_id, call_id, workflow, created_at, approvers, doc)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO requests(session_id, call_id, workflow, created_at, approvers, doc,"
+                    " claimed_by, claimed_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (sid, p.call_id, checkpoint.workflow, inbox_order(p), json.dumps(p.approvers),
-                         p.model_dump_json())
+                         p.model_dump_json(), *_claim_columns(p))
                         for p in checkpoint.pending_requests
                     ],
                 )
+            db.execute("DELETE FROM participants WHERE session_id = ?", (sid,))
+            db.executemany("INSERT INTO participants(person, session_id) VALUES (?, ?)",
+                           [(person, sid) for person in participants(checkpoint)])
             if audit:
                 db.executemany(
                     "INSERT INTO audit(session_id, seq, doc) VALUES (?, ?, ?)",
@@ -216,6 +296,7 @@ class SqliteCheckpointStorage:
             expired = [r[0] for r in db.execute(
                 "SELECT session_id FROM sessions WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))]
             db.executemany("DELETE FROM requests WHERE session_id = ?", [(s,) for s in expired])
+            db.executemany("DELETE FROM participants WHERE session_id = ?", [(s,) for s in expired])
             db.executemany("DELETE FROM sessions WHERE session_id = ?", [(s,) for s in expired])
             db.execute("DELETE FROM delegations WHERE ends_at <= ?", (now,))
         return len(expired)
@@ -230,27 +311,68 @@ class SqliteCheckpointStorage:
                 return False
             if expected_version is not None and str(row[0]) != expected_version:
                 raise ConcurrencyError(session_id, expected_version, str(row[0]))
-            for table in ("requests", "audit", "sessions"):
+            for table in ("requests", "participants", "audit", "sessions"):
                 db.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))  # noqa: S608 - fixed names
         return True
 
     async def list_sessions(self, *, workflow: str | None = None, status: str | None = None,
-                            limit: int = 100, continuation: str | None = None) -> Page[SessionSummary]:
+                            participant: str | None = None, limit: int = 100,
+                            continuation: str | None = None) -> Page[SessionSummary]:
+        """A keyset walk by session id: of ``sessions``, or for one ``participant`` of their own
+        ``participants`` rows (the primary key), joined to their sessions."""
         after = decode_key_token(continuation, 1)[0] if continuation else ""
-        rows = self._db.execute(
-            "SELECT session_id, workflow, status, updated_at FROM sessions"
-            " WHERE session_id > ? AND (? IS NULL OR workflow = ?) AND (? IS NULL OR status = ?)"
-            " AND (expires_at IS NULL OR expires_at > ?) ORDER BY session_id LIMIT ?",
-            (after, workflow, workflow, status, status, self._now(), limit + 1),
-        ).fetchall()
+        filters = [workflow, workflow, status, status, self._now(), limit + 1]
+        if participant is None:
+            sql = ("SELECT s.session_id, s.workflow, s.status, s.updated_at FROM sessions s WHERE s.session_id > ?"
+                   " AND (? IS NULL OR s.workflow = ?) AND (? IS NULL OR s.status = ?)"
+                   " AND (s.expires_at IS NULL OR s.expires_at > ?) ORDER BY s.session_id LIMIT ?")
+            params: list[Any] = [after, *filters]
+        else:
+            sql = ("SELECT s.session_id, s.workflow, s.status, s.updated_at FROM participants p"
+                   " JOIN sessions s ON s.session_id = p.session_id WHERE p.person = ? AND p.session_id > ?"
+                   " AND (? IS NULL OR s.workflow = ?) AND (? IS NULL OR s.status = ?)"
+                   " AND (s.expires_at IS NULL OR s.expires_at > ?) ORDER BY p.session_id LIMIT ?")
+            params = [participant, after, *filters]
+        rows = self._db.execute(sql, params).fetchall()
         items = [SessionSummary(session_id=r[0], workflow=r[1], status=r[2], updated_at=r[3]) for r in rows[:limit]]
         token = encode_token([items[-1].session_id]) if len(rows) > limit and items else None
         return Page[SessionSummary](items=items, continuation=token)
 
+    def _inbox_filter(self, workflow: str | None, keys: tuple[str, ...] | None, claimed_by: str | None,
+                      due_before: dt.datetime | None) -> tuple[str, list[Any]]:
+        """The ``FROM ... WHERE`` of an inbox query (live sessions only) and its parameters.
+
+        Only the number of ``?`` depends on the call; every value is a parameter. Each filter is a
+        plain comparison on an indexed column, so that the planner can walk ``requests_by_workflow``
+        (one workflow), ``requests_by_claim`` (one claimer) or ``requests_inbox`` (due_before: a
+        range of ``created_at``, which holds :func:`inbox_order`).
+        """
+        sql = (
+            " FROM requests r JOIN sessions s ON s.session_id = r.session_id"
+            " WHERE (s.expires_at IS NULL OR s.expires_at > ?)"
+        )
+        params: list[Any] = [self._now()]
+        if workflow is not None:
+            sql += " AND r.workflow = ?"
+            params.append(workflow)
+        if claimed_by is not None:
+            sql += " AND r.claimed_by = ? AND r.claimed_until > ?"
+            params += [claimed_by, self._now_stamp()]
+        if due_before is not None:
+            sql += " AND r.created_at < ?"
+            params.append(due_stamp(due_before))
+        if keys is not None:
+            marks = ", ".join("?" * len(keys))  # placeholders only: the keys travel as parameters
+            sql += f" AND EXISTS (SELECT 1 FROM json_each(r.approvers) WHERE json_each.value IN ({marks}))"  # noqa: S608
+            params.extend(keys)
+        return sql, params
+
     async def list_pending_requests(self, *, workflow: str | None = None, assignee: str | None = None,
-                                    assignees: Sequence[str] | None = None, limit: int = 50,
+                                    assignees: Sequence[str] | None = None, claimed_by: str | None = None,
+                                    due_before: dt.datetime | None = None, limit: int = 50,
                                     continuation: str | None = None) -> Page[PendingRequestEntry]:
-        """One keyset query, walking ``requests_inbox`` (``requests_by_workflow`` for one workflow) in order.
+        """One keyset query, walking ``requests_inbox`` (``requests_by_workflow`` for one workflow,
+        ``requests_by_claim`` for one claimer) in order.
 
         The assignee keys filter with ``EXISTS (... json_each(approvers) ... IN (?, ?, ...))``: a
         request matching several keys is still one row, so it is listed once and the keyset stays
@@ -260,23 +382,13 @@ class SqliteCheckpointStorage:
         after: list[Any] = decode_key_token(continuation, 3) if continuation else ["", "", ""]
         if keys == () or limit <= 0:
             return Page[PendingRequestEntry](items=[], continuation=None)
+        where, params = self._inbox_filter(workflow, keys, claimed_by, due_before)
         sql = (
-            "SELECT r.session_id, r.workflow, r.doc, r.created_at, r.call_id FROM requests r"
-            " JOIN sessions s ON s.session_id = r.session_id"
-            " WHERE (r.created_at, r.session_id, r.call_id) > (?, ?, ?)"
-            " AND (s.expires_at IS NULL OR s.expires_at > ?)"
+            "SELECT r.session_id, r.workflow, r.doc, r.created_at, r.call_id" + where
+            + " AND (r.created_at, r.session_id, r.call_id) > (?, ?, ?)"
+            " ORDER BY r.created_at, r.session_id, r.call_id LIMIT ?"
         )
-        params: list[Any] = [*after, self._now()]
-        if workflow is not None:  # a plain equality, so that the planner walks requests_by_workflow
-            sql += " AND r.workflow = ?"
-            params.append(workflow)
-        if keys is not None:
-            marks = ", ".join("?" * len(keys))  # placeholders only: the keys travel as parameters
-            sql += f" AND EXISTS (SELECT 1 FROM json_each(r.approvers) WHERE json_each.value IN ({marks}))"  # noqa: S608
-            params.extend(keys)
-        sql += " ORDER BY r.created_at, r.session_id, r.call_id LIMIT ?"
-        params.append(limit + 1)
-        rows = self._db.execute(sql, params).fetchall()
+        rows = self._db.execute(sql, [*params, *after, limit + 1]).fetchall()
         items = [
             PendingRequestEntry(session_id=r[0], workflow=r[1], request=PendingRequest.model_validate_json(r[2]))
             for r in rows[:limit]
@@ -286,6 +398,17 @@ class SqliteCheckpointStorage:
             last = rows[limit - 1]
             token = encode_token([last[3], last[0], last[4]])
         return Page[PendingRequestEntry](items=items, continuation=token)
+
+    async def count_pending_requests(self, *, workflow: str | None = None, assignee: str | None = None,
+                                     assignees: Sequence[str] | None = None, claimed_by: str | None = None,
+                                     due_before: dt.datetime | None = None) -> int:
+        """One ``count(*)`` with the filters of :meth:`list_pending_requests`, on the same indexes;
+        no request document is read."""
+        keys = inbox_assignees(assignee, assignees)
+        if keys == ():
+            return 0
+        where, params = self._inbox_filter(workflow, keys, claimed_by, due_before)
+        return int(self._db.execute("SELECT count(*)" + where, params).fetchone()[0])
 
     async def list_audit(self, session_id: str) -> list[AuditRecord]:
         rows = self._db.execute("SELECT doc FROM audit WHERE session_id = ? ORDER BY seq", (session_id,)).fetchall()

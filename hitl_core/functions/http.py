@@ -7,6 +7,7 @@ separately (Easy Auth principal / dev header) by the service.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import re
@@ -298,6 +299,22 @@ async def post_response(req: func.HttpRequest) -> func.HttpResponse:
     return await guarded(req, handle)
 
 
+def _instant(text: str | None, name: str) -> dt.datetime | None:
+    """An ISO 8601 instant from a query parameter; it must name its time zone (a bare local time is
+    ambiguous, and every stored time is UTC)."""
+    if text is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text) if len(text) <= 64 else None
+        moment = moment.astimezone(dt.UTC) if moment is not None and moment.tzinfo is not None else None
+    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved out of range by its offset
+        moment = None
+    if moment is None:
+        raise HttpProblem(400, "Bad request", f"{name} must be an ISO 8601 time with a time zone, "
+                                              "e.g. 2026-12-01T09:00:00Z")
+    return moment
+
+
 @bp.route(route="requests", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def list_requests(req: func.HttpRequest) -> func.HttpResponse:
     async def handle(req: func.HttpRequest) -> func.HttpResponse:
@@ -319,9 +336,23 @@ async def list_requests(req: func.HttpRequest) -> func.HttpResponse:
         scope = req.params.get("scope", "mine")
         if scope not in ("mine", "all"):
             raise HttpProblem(400, "Bad request", "scope must be mine (what I may decide) or all (admins, auditors)")
+        claimed = req.params.get("claimed") or None
+        if claimed not in (None, "me"):
+            raise HttpProblem(400, "Bad request", "claimed must be me (the requests the caller has claimed)")
+        due_before = _instant(req.params.get("due_before") or None, "due_before")
+        count = req.params.get("count", "false")
+        if count not in ("true", "false"):
+            raise HttpProblem(400, "Bad request", "count must be true or false")
         rt = get_runtime()
+        caller = caller_from_request(req, rt.settings)
+        claimed_by = None
+        if claimed == "me":
+            claimed_by = (await rt.service.access.identify(caller)).person_id
+            if claimed_by is None:
+                raise HttpProblem(400, "Bad request", "claimed=me needs a caller who is a person of the directory")
         page = await rt.service.inbox(workflow=workflow, assignee=assignee, continuation=continuation,
-                                      limit=int(limit_text), caller=caller_from_request(req, rt.settings), scope=scope)
+                                      limit=int(limit_text), caller=caller, scope=scope, claimed_by=claimed_by,
+                                      due_before=due_before, count=count == "true")
         return ok(page)
 
     return await guarded(req, handle)

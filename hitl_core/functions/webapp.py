@@ -10,6 +10,7 @@ nothing is written by a GET.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import http.cookies
 import logging
@@ -40,6 +41,7 @@ from ..webapp import BASE, STATIC, CsrfTokens, render, static_file
 from ..webapp.forms import build_form, field_errors, read_answer
 from ..webapp.present import (
     MONEY_FIELDS,
+    URGENT,
     approvals_needed,
     approvers_text,
     due,
@@ -62,7 +64,6 @@ HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Fra
            "X-Content-Type-Options": "nosniff", "Content-Security-Policy": CSP}
 _ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 PAGE_SIZE = 50
-HISTORY_SCAN = 500
 
 _tokens: dict[tuple[str, ...], CsrfTokens] = {}
 
@@ -266,34 +267,38 @@ async def app_inbox(req: func.HttpRequest) -> func.HttpResponse:
         continuation = req.params.get("continuation") or None
         if continuation is not None and len(continuation) > 512:
             continuation = None
-        try:
-            found = await service.inbox(workflow=workflow, continuation=continuation, limit=PAGE_SIZE, caller=caller)
-        except ValueError:  # a continuation token this storage did not issue: start again
-            found = await service.inbox(workflow=workflow, limit=PAGE_SIZE, caller=caller)
         now = utcnow()
         me = ctx["me"]["id"]
+        # every filter is the storage's: "due within a day" is a bound on the deadline order,
+        # "claimed by me" the storage's claim index, so each page is full and the counts are exact
+        soon_bound = now + URGENT
+        filters: dict[str, Any] = {"workflow": workflow, "due_before": soon_bound if soon else None,
+                                   "claimed_by": me if mine else None}
+        try:
+            found = await service.inbox(continuation=continuation, limit=PAGE_SIZE, caller=caller, **filters)
+        except ValueError:  # a continuation token this storage did not issue: start again
+            found = await service.inbox(limit=PAGE_SIZE, caller=caller, **filters)
+        counts = {
+            "listed": await service.inbox_count(caller=caller, **filters),
+            "all": await service.inbox_count(caller=caller, workflow=workflow),
+            "due": await service.inbox_count(caller=caller, workflow=workflow, due_before=soon_bound),
+            "claimed": await service.inbox_count(caller=caller, workflow=workflow, claimed_by=me),
+        }
         items: list[dict[str, Any]] = []
-        beyond = False  # the inbox is in deadline order: once one is not due soon, none after it is
         for view in found.items:
-            deadline = due(view.deadline, now)
-            if soon and not (deadline and deadline["urgent"]):
-                beyond = True
-                break
-            if mine and view.claimed_by != me:
-                continue
             items.append({"session_id": view.session_id, "call_id": view.call_id, "workflow": view.workflow,
-                          "summary": _summary(view), "due": deadline, "claimed_by": view.claimed_by,
+                          "summary": _summary(view), "due": due(view.deadline, now), "claimed_by": view.claimed_by,
                           "progress": _progress(view),
                           "created": {"instant": (view.created_at or now).isoformat(),
                                       "text": utc_text(view.created_at or now)}})
-        # the storage's inbox order already is the nearest deadline first, across pages
         next_page = None
-        if found.continuation and not beyond:
+        if found.continuation:
             query = {k: v for k, v in (("workflow", workflow), ("due", "soon" if soon else None),
                                        ("claimed", "me" if mine else None),
                                        ("continuation", found.continuation)) if v}
             next_page = f"{BASE}/inbox?{urllib.parse.urlencode(query)}"
         return page("inbox.html", title="My inbox", items=items, shown=len(items), next_page=next_page,
+                    counts=counts,
                     workflows=sorted(service.specs), delegators=found.on_behalf_of,
                     filters={"workflow": workflow, "due": soon, "claimed": mine}, **ctx)
 
@@ -471,24 +476,23 @@ async def app_history(req: func.HttpRequest) -> func.HttpResponse:
     async def handle(req: func.HttpRequest, caller: Caller, ctx: dict[str, Any]) -> func.HttpResponse:
         service = get_runtime().service
         me = ctx["me"]["id"]
+        continuation = req.params.get("continuation") or None
+        if continuation is not None and len(continuation) > 512:
+            continuation = None
+        try:
+            found = await service.history(me, continuation=continuation, limit=PAGE_SIZE)
+        except ValueError:  # a continuation token this storage did not issue: start again
+            found = await service.history(me, limit=PAGE_SIZE)
+        loaded = await asyncio.gather(*(service.storage.load(s.session_id) for s in found.items))
         items: list[dict[str, Any]] = []
-        continuation: str | None = None
-        scanned = 0
-        while scanned < HISTORY_SCAN:
-            found = await service.storage.list_sessions(limit=100, continuation=continuation)
-            for summary in found.items:
-                scanned += 1
-                stored = await service.storage.load(summary.session_id)
-                if stored is None:
-                    continue
-                part = _part(stored.checkpoint, me)
-                if part:
-                    items.append({"session_id": summary.session_id, "workflow": summary.workflow,
-                                  "status": summary.status, "part": part})
-            continuation = found.continuation
-            if not continuation:
-                break
-        return page("history.html", title="History", items=items, scanned=scanned, **ctx)
+        for summary, stored in zip(found.items, loaded, strict=True):
+            if stored is not None:
+                items.append({"session_id": summary.session_id, "workflow": summary.workflow,
+                              "status": summary.status, "part": _part(stored.checkpoint, me)})
+        next_page = None
+        if found.continuation:
+            next_page = f"{BASE}/history?{urllib.parse.urlencode({'continuation': found.continuation})}"
+        return page("history.html", title="History", items=items, next_page=next_page, **ctx)
 
     return await _serve(req, handle)
 

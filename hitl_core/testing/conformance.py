@@ -314,6 +314,8 @@ async def check_protocol_surface(backend: Backend) -> None:
     expect(empty.items == [] and empty.continuation is None, f"an empty store lists sessions: {empty!r}")
     inbox = await storage.list_pending_requests()
     expect(inbox.items == [] and inbox.continuation is None, f"an empty store has an inbox: {inbox!r}")
+    count = await storage.count_pending_requests()
+    expect(count == 0, f"an empty store counts {count!r} pending requests")
     delegations = _delegations(storage)
     expect(await delegations.load_delegation("never-delegated") is None,
            "load_delegation of a person who never delegated must return None")
@@ -839,6 +841,159 @@ async def check_inbox_multi_key_paging(backend: Backend) -> None:
                         2, key=lambda e: (e.session_id, e.request.call_id))
     expect(_inbox_ids(rest) == [*mine[4:], ("p-8", "r1")],
            f"pages after a token, with a request added before and one after it: {_inbox_ids(rest)}")
+
+
+def _claimed(call_id: str, who: str | None, until: dt.datetime | None, **fields: Any) -> PendingRequest:
+    request = make_request(call_id, **fields)
+    request.claimed_by, request.claimed_until = who, until
+    return request
+
+
+@check
+async def check_inbox_claimed_by(backend: Backend) -> None:
+    """``claimed_by`` lists the live claims of one person across pages and sessions, combined with the
+    other filters; an expired claim, another person's claim and a released one are not listed; the count
+    agrees; a claim taken or released by a save moves the request in or out."""
+    storage = backend.storage
+    now = backend_now(backend)
+    live, gone = now + dt.timedelta(hours=1), now - dt.timedelta(minutes=1)
+    t = T0
+    plan = {
+        "cl-1": [_claimed("a", "ann", live, created_at=t, approvers=["role:r"]),
+                 _claimed("b", "bob", live, created_at=t, approvers=["role:r"])],
+        "cl-2": [_claimed("c", "ann", gone, created_at=t + dt.timedelta(seconds=1), approvers=["role:r"]),
+                 _claimed("d", "ann", live, created_at=t + dt.timedelta(seconds=2), approvers=["user:ann"],
+                          deadline=t + dt.timedelta(hours=1))],
+        "cl-3": [_claimed("e", None, None, created_at=t + dt.timedelta(seconds=3), approvers=["role:r"]),
+                 _claimed("f", "ann", live, created_at=t + dt.timedelta(seconds=4), approvers=["role:r"])],
+    }
+    versions = {}
+    for n, (sid, requests) in enumerate(plan.items()):
+        versions[sid] = await storage.save(make_checkpoint(sid, workflow="claims" if n < 2 else "other",
+                                                           requests=requests), expected_version=None)
+    cases: list[tuple[dict[str, Any], list[tuple[str, str]]]] = [
+        ({"claimed_by": "ann"}, [("cl-2", "d"), ("cl-1", "a"), ("cl-3", "f")]),
+        ({"claimed_by": "bob"}, [("cl-1", "b")]),
+        ({"claimed_by": "carol"}, []),
+        ({"claimed_by": "an"}, []),
+        ({"claimed_by": "ann", "workflow": "claims"}, [("cl-2", "d"), ("cl-1", "a")]),
+        ({"claimed_by": "ann", "assignee": "role:r"}, [("cl-1", "a"), ("cl-3", "f")]),
+        ({"claimed_by": "ann", "assignees": ["user:ann", "role:r"], "workflow": "other"}, [("cl-3", "f")]),
+    ]
+    for filters, want in cases:
+        for limit in (1, 2, 50):
+            got = _inbox_ids(await _all_inbox(storage, limit=limit, **filters))
+            expect(got == want, f"list_pending_requests({filters}, limit={limit}) -> {got}, expected {want}")
+        count = await storage.count_pending_requests(**filters)
+        expect(count == len(want), f"count_pending_requests({filters}) -> {count}, expected {len(want)}")
+    released = make_checkpoint("cl-1", workflow="claims", requests=[
+        _claimed("a", None, None, created_at=t, approvers=["role:r"]), plan["cl-1"][1]])
+    await storage.save(released, expected_version=versions["cl-1"])
+    taken = make_checkpoint("cl-3", workflow="other", requests=[
+        _claimed("e", "ann", live, created_at=t + dt.timedelta(seconds=3), approvers=["role:r"]), plan["cl-3"][1]])
+    await storage.save(taken, expected_version=versions["cl-3"])
+    got = _inbox_ids(await _all_inbox(storage, limit=2, claimed_by="ann"))
+    want = [("cl-2", "d"), ("cl-3", "e"), ("cl-3", "f")]
+    expect(got == want, f"after a release and a claim, claimed_by=ann -> {got}, expected {want}")
+    expect(await storage.count_pending_requests(claimed_by="ann") == 3, "the count did not follow the claims")
+
+
+@check
+async def check_inbox_due_before(backend: Backend) -> None:
+    """``due_before`` keeps the requests whose deadline is before the bound (none without a deadline),
+    across pages and with the other filters; the count agrees."""
+    storage = backend.storage
+    t = T0
+    await storage.save(make_checkpoint("du-1", workflow="w1", requests=[
+        make_request("soon", deadline=t + dt.timedelta(hours=1), approvers=["role:r"]),
+        make_request("late", deadline=t + dt.timedelta(days=3), approvers=["role:r"]),
+        make_request("never", approvers=["role:r"])]), expected_version=None)
+    await storage.save(make_checkpoint("du-2", workflow="w2", requests=[
+        make_request("overdue", deadline=t - dt.timedelta(hours=1), approvers=["user:ann"]),
+        make_request("edge", deadline=t + dt.timedelta(days=1), approvers=["role:r"])]), expected_version=None)
+    day = t + dt.timedelta(days=1)
+    cases: list[tuple[dict[str, Any], list[tuple[str, str]]]] = [
+        ({"due_before": day}, [("du-2", "overdue"), ("du-1", "soon")]),
+        ({"due_before": day + dt.timedelta(microseconds=1)}, [("du-2", "overdue"), ("du-1", "soon"), ("du-2", "edge")]),
+        ({"due_before": day, "assignee": "role:r"}, [("du-1", "soon")]),
+        ({"due_before": day, "workflow": "w2"}, [("du-2", "overdue")]),
+        ({"due_before": t - dt.timedelta(days=9)}, []),
+        ({"due_before": dt.datetime(9000, 1, 1, tzinfo=dt.UTC)},
+         [("du-2", "overdue"), ("du-1", "soon"), ("du-2", "edge"), ("du-1", "late")]),
+    ]
+    for filters, want in cases:
+        got = _inbox_ids(await _all_inbox(storage, limit=1, **filters))
+        expect(got == want, f"list_pending_requests({filters}) -> {got}, expected {want}")
+        count = await storage.count_pending_requests(**filters)
+        expect(count == len(want), f"count_pending_requests({filters}) -> {count}, expected {len(want)}")
+
+
+@check
+async def check_inbox_counts(backend: Backend) -> None:
+    """``count_pending_requests`` agrees with a full walk of the inbox for every filter (a request
+    matching several assignee keys counts once), and follows saves and deletes."""
+    storage = backend.storage
+    for n in range(12):
+        requests = [make_request(f"r{k}", created_at=T0 + dt.timedelta(seconds=n * 3 + k),
+                                 approvers=[["user:ann"], ["role:r"], ["user:ann", "role:r"]][(n + k) % 3])
+                    for k in range(1 + n % 3)]
+        await storage.save(make_checkpoint(f"ct-{n:02d}", workflow="w1" if n % 2 else "w2", requests=requests),
+                           expected_version=None)
+    filter_sets: list[dict[str, Any]] = [
+        {}, {"workflow": "w1"}, {"assignee": "user:ann"}, {"assignees": ["user:ann", "role:r"]},
+        {"assignees": ["role:r"], "workflow": "w2"}, {"assignees": []}, {"workflow": "none"},
+    ]
+    for filters in filter_sets:
+        walked = len(await _all_inbox(storage, limit=5, **filters))
+        count = await storage.count_pending_requests(**filters)
+        expect(count == walked, f"count_pending_requests({filters}) -> {count}, the inbox lists {walked}")
+    total = await storage.count_pending_requests()
+    expect(total == 24, f"12 sessions hold 24 requests, the count says {total}")
+    await storage.delete("ct-00")
+    stored = await _must_load(storage, "ct-01", "counts")
+    await storage.save(make_checkpoint("ct-01", workflow="w1", status="completed"), expected_version=stored.version)
+    expect(await storage.count_pending_requests() == 24 - 1 - 2, "the count did not follow a delete and a completion")
+
+
+@check
+async def check_sessions_by_participant(backend: Backend) -> None:
+    """``list_sessions(participant=...)`` lists the sessions a person started, decided, voted in or acted
+    for someone in, across pages and with the other filters, and follows saves that add a vote."""
+    storage = backend.storage
+    decided = Decision(call_id="c", request_type="t", result={"approved": True}, decided_by="rita", via="api",
+                       decided_at=T0, on_behalf_of="amy",
+                       votes=[{"voter": "fred", "approve": True}, {"voter": "amy", "by": "rita", "approve": True}])
+    vote = _claimed("v", None, None)
+    vote.votes = [{"voter": "fred", "approve": True, "at": T0.isoformat()}]
+    plan: dict[str, WorkflowCheckpoint] = {
+        "pa-1": make_checkpoint("pa-1", workflow="w1", status="completed", metadata={"started_by": "Ann"},
+                                decisions=[decided]),
+        "pa-2": make_checkpoint("pa-2", workflow="w2", requests=[vote], metadata={"started_by": "bob"}),
+        "pa-3": make_checkpoint("pa-3", workflow="w1", metadata={"started_by": "ann"}),
+        "pa-4": make_checkpoint("pa-4", workflow="w1"),
+    }
+    versions = {sid: await storage.save(cp, expected_version=None) for sid, cp in plan.items()}
+    cases: list[tuple[dict[str, Any], list[str]]] = [
+        ({"participant": "ann"}, ["pa-1", "pa-3"]),
+        ({"participant": "rita"}, ["pa-1"]),
+        ({"participant": "amy"}, ["pa-1"]),
+        ({"participant": "fred"}, ["pa-1", "pa-2"]),
+        ({"participant": "bob"}, ["pa-2"]),
+        ({"participant": "nobody"}, []),
+        ({"participant": "an"}, []),
+        ({"participant": "ann", "status": "pending"}, ["pa-3"]),
+        ({"participant": "fred", "workflow": "w2"}, ["pa-2"]),
+    ]
+    for filters, want in cases:
+        got = [s.session_id for s in await _all_sessions(storage, limit=1, **filters)]
+        expect(got == want, f"list_sessions({filters}) -> {got}, expected {want}")
+    later = plan["pa-4"].model_copy(update={"pending_requests": [vote]})
+    await storage.save(later, expected_version=versions["pa-4"])
+    got = [s.session_id for s in await _all_sessions(storage, limit=2, participant="fred")]
+    expect(got == ["pa-1", "pa-2", "pa-4"], f"a vote saved later did not add the session to fred's: {got}")
+    await storage.delete("pa-1")
+    got = [s.session_id for s in await _all_sessions(storage, limit=5, participant="rita")]
+    expect(got == [], f"a deleted session is still in rita's history: {got}")
 
 
 @check

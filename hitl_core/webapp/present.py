@@ -112,6 +112,10 @@ def rows(data: Mapping[str, Any], schema: Mapping[str, Any], now: dt.datetime) -
     return out
 
 
+#: A deadline nearer than this is urgent: marked in red, and the inbox's "due within a day" filter.
+URGENT = dt.timedelta(days=1)
+
+
 def due(deadline: dt.datetime | None, now: dt.datetime) -> dict[str, str] | None:
     """The deadline as the page shows it (None: no deadline)."""
     if deadline is None:
@@ -120,7 +124,7 @@ def due(deadline: dt.datetime | None, now: dt.datetime) -> dict[str, str] | None
     overdue = moment <= now
     return {"instant": moment.isoformat(), "text": utc_text(moment),
             "relative": ("overdue since " + relative(moment, now).removesuffix(" ago")) if overdue
-            else "due " + relative(moment, now), "urgent": "yes" if moment - now < dt.timedelta(days=1) else ""}
+            else "due " + relative(moment, now), "urgent": "yes" if moment - now < URGENT else ""}
 
 
 def approvals_needed(view: Any) -> int | None:

@@ -141,8 +141,17 @@ def response_spec(message_type: Any) -> tuple[type, Any] | None:
     return None
 
 
-def find_response_type(executor: Executor, request_type: type) -> Any | None:
-    """The response type ``executor`` declares for answers to ``request_type`` (most specific)."""
+def find_response_type(executor: Executor, request_type: type, request: Any = None) -> Any | None:
+    """The response type ``executor`` declares for answers to ``request_type`` (most specific).
+
+    An executor whose answers' type depends on the request itself (one that hosts another engine's
+    requests, such as :mod:`hitl_core.agent_framework`) defines ``response_type_for(request)``; given
+    the request, its answer (when not None) wins over the handlers' declared types."""
+    dynamic = getattr(executor, "response_type_for", None)
+    if request is not None and callable(dynamic):
+        chosen = dynamic(request)
+        if chosen is not None:
+            return chosen
     best: tuple[int, Any] | None = None
     for spec in executor.handlers:
         pair = response_spec(spec.message_type)

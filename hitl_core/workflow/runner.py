@@ -230,7 +230,7 @@ class RunState:
         requester = self.workflow.executors.get(requester_id)
         if requester is None:
             raise WorkflowRunError(f"request {message.request_id!r} names unknown source executor {requester_id!r}")
-        response_type = find_response_type(requester, type(message))
+        response_type = find_response_type(requester, type(message), message)
         if response_type is None:
             raise WorkflowRunError(
                 f"executor {requester_id!r} sent {type(message).__qualname__} but has no handler for "
@@ -525,7 +525,7 @@ class SessionRunner:
                 "no longer has"
             )
         request = decode(pending.request)
-        response_type = find_response_type(requester, type(request))
+        response_type = find_response_type(requester, type(request), request)
         if response_type is None:
             raise WorkflowDefinitionError(
                 f"executor {requester.id!r} no longer handles answers to {type(request).__qualname__}"

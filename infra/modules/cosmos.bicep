@@ -133,6 +133,21 @@ resource sessionsContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/c
             path: '/assignees/[]/?'
           }
           {
+            path: '/inbox_index/[]/inbox_order/?'
+          }
+          {
+            path: '/inbox_index/[]/approvers/[]/?'
+          }
+          {
+            path: '/inbox_index/[]/claimed_by/?'
+          }
+          {
+            path: '/inbox_index/[]/claimed_until/?'
+          }
+          {
+            path: '/participants/[]/?'
+          }
+          {
             path: '/delegate/?'
           }
         ]

@@ -85,3 +85,34 @@ async def test_an_admin_releases_and_a_claim_lapses_by_itself(tmp_path: Path,
         await asyncio.sleep(1.2)  # HITL_CLAIM_SECONDS=1: fred's claim lapses by itself
         status, body = await decide("k-2", call_id, "fay")
         assert status == 200 and body["pending_requests"][0]["claimed_by"] is None
+
+
+async def inbox(user: str | None, **params: str) -> tuple[int, Any]:
+    status, body, _ = await call("list_requests", http("GET", "/api/requests", params=params, headers=who(user)))
+    return status, body
+
+
+async def test_the_api_inbox_filters_by_my_claims_and_deadline_and_counts(directory: InMemoryEventPublisher) -> None:
+    """``claimed=me``, ``due_before`` and ``count=true`` on GET /api/requests; malformed values are a 400
+    that names the parameter."""
+    calls = [await finance_request(f"c-{n}") for n in range(3)]
+    assert (await claim("c-1", calls[1], "fay"))[0] == 200
+    status, page = await inbox("fay", claimed="me", count="true")
+    assert status == 200 and [i["session_id"] for i in page["items"]] == ["c-1"] and page["total"] == 1
+    status, page = await inbox("fred", claimed="me", count="true")
+    assert status == 200 and page["items"] == [] and page["total"] == 0
+    status, page = await inbox("fred", count="true", limit="1")
+    assert status == 200 and len(page["items"]) == 1 and page["total"] == 3 and page["continuation"]
+    status, page = await inbox("fred")
+    assert status == 200 and page["total"] is None  # counting is asked for, never paid for by default
+    deadline = page["items"][0]["deadline"]
+    assert deadline is not None
+    status, page = await inbox("fred", due_before=deadline, count="true")
+    assert status == 200 and page["total"] == 0  # strictly before
+    status, page = await inbox("fred", due_before="9999-12-31T23:59:59Z", count="true")
+    assert status == 200 and page["total"] == 3
+    for params, name in (({"claimed": "you"}, "claimed"), ({"due_before": "2026-12-01T09:00:00"}, "due_before"),
+                         ({"due_before": "0001-01-01T00:00:00+14:00"}, "due_before"),
+                         ({"due_before": "tomorrow"}, "due_before"), ({"count": "yes"}, "count")):
+        status, problem = await inbox("fred", **params)
+        assert status == 400 and name in problem["detail"], (params, problem)

@@ -28,4 +28,5 @@ def test_suite_has_every_check() -> None:
         "delegation_round_trip", "delegation_create_only", "delegation_versions", "delegation_delete",
         "delegation_listing", "delegation_ended_never_returned", "delegation_expiry",
         "delegation_concurrent_writers", "delegation_unicode",
+        "inbox_claimed_by", "inbox_due_before", "inbox_counts", "sessions_by_participant",
     }

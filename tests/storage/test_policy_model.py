@@ -70,8 +70,10 @@ class Model:
         return free[0] if free else None
 
     def may_see(self, person: str) -> bool:
+        # the service's rule: those who may read (approvers, and a delegate once they acted), widened to
+        # their delegates while the delegation lasts (a delegate of a delegate who acted reads too)
         return person in self.voters or person in self.acted or \
-            any(d == person and a in self.voters for a, d in self.delegations.items())
+            any(d == person and (a in self.voters or a in self.acted) for a, d in self.delegations.items())
 
     def vote(self, person: str, approve: bool) -> str:
         if not self.may_see(person):

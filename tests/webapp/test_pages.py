@@ -17,8 +17,9 @@ from hitl_core.checkpoint.models import utcnow
 from hitl_core.events import InMemoryEventPublisher
 from hitl_core.functions import get_runtime
 from tests.functions.conftest import call, http
+from tests.functions.test_authorization import decide as decide_as
 from tests.functions.test_authorization import start_expense
-from tests.functions.test_claims import runtime_with
+from tests.functions.test_claims import claim, runtime_with
 
 
 @pytest.fixture
@@ -97,30 +98,98 @@ async def test_under_easy_auth_the_app_signs_in_through_app_service(tmp_path: Pa
         assert "Sign out" not in str(page)  # App Service owns the session (/.auth/logout)
 
 
-async def test_due_soon_follows_the_deadline_order_across_pages(app: InMemoryEventPublisher,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """The inbox is in deadline order, so "due within a day" is its first part: the filter pages through it
-    and stops where the deadlines are further away (the manager's requests here are due in two days)."""
+async def _inbox(params: dict[str, str], user: str = "amy") -> tuple[str, list[str], dict[str, str] | None]:
+    """The inbox page as ``user`` sees it: its text, the sessions it lists, the next page's query."""
+    status, page, _ = await call("app_inbox", http("GET", "http://h/api/app/inbox", params=params, headers=as_(user)))
+    assert status == 200
+    nxt = re.search(r'href="/api/app/inbox\?([^"]+)">Next page', str(page))
+    query = dict(urllib.parse.parse_qsl(html.unescape(nxt.group(1)))) if nxt else None
+    return str(page), re.findall(r"/sessions/(s-\d)/requests/", str(page)), query
+
+
+async def _walk(params: dict[str, str], user: str = "amy") -> tuple[list[list[str]], str]:
+    """Every page of a filtered inbox, by following its "Next page" links; and the first page's text."""
+    pages: list[list[str]] = []
+    first = ""
+    query: dict[str, str] | None = params
+    while query is not None:
+        text, sessions, query = await _inbox(query, user)
+        first = first or text
+        pages.append(sessions)
+    return pages, first
+
+
+async def test_due_soon_and_claimed_by_me_are_whole_pages_with_exact_counts(
+        app: InMemoryEventPublisher, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both filters are the storage's (the deadline order's front, the claim index), so every page is
+    full however far apart the matches are, and the counts beside the filters are exact."""
     import hitl_core.functions.webapp as webapp
 
     monkeypatch.setattr(webapp, "PAGE_SIZE", 2)
-    for n in range(3):
+    for n in range(7):
         await start_expense(f"s-{n}")
     service = get_runtime().service
-    for n in range(2):  # two requests become due within the hour (as an escalation would make them)
+    for n in (1, 4, 6):  # three requests become due within the hour (as an escalation would make them)
         stored = await service.storage.load(f"s-{n}")
         assert stored is not None
         stored.checkpoint.pending_requests[0].deadline = utcnow() + dt.timedelta(minutes=30 + n)
         await service.storage.save(stored.checkpoint, expected_version=stored.version)
-    status, page, _ = await call("app_inbox", http("GET", "http://h/api/app/inbox", params={"due": "soon"},
-                                                   headers=as_("amy")))
+    call_ids = {}
+    for n in (0, 3, 5):  # amy claims three others, spread over the inbox
+        view = await service.get_session(f"s-{n}")
+        call_ids[n] = view.pending_requests[0].call_id
+        status, _ = await claim(f"s-{n}", call_ids[n], "amy")
+        assert status == 200
+
+    pages, first = await _walk({"due": "soon"})
+    assert pages == [["s-1", "s-4"], ["s-6"]]
+    assert "3 requests match these filters (of 7 waiting for you); 2 on this page" in html.unescape(first)
+    assert "Due within a day (3)" in first and "Claimed by me (3)" in first
+
+    pages, first = await _walk({"claimed": "me"})
+    assert sorted(s for p in pages for s in p) == ["s-0", "s-3", "s-5"] and [len(p) for p in pages] == [2, 1]
+    pages, _ = await _walk({"claimed": "me", "due": "soon"})
+    assert pages == [[]]
+
+    await claim("s-3", call_ids[3], "amy", release=True)  # a release leaves the filter and the count at once
+    pages, first = await _walk({"claimed": "me"})
+    assert sorted(s for p in pages for s in p) == ["s-0", "s-5"] and "Claimed by me (2)" in first
+    text, sessions, _ = await _inbox({"claimed": "me"}, user="mona")  # someone else's claims are not mine
+    assert sessions == [] and "Claimed by me (0)" in text
+
+
+async def test_history_walks_the_persons_own_index_page_by_page(app: InMemoryEventPublisher,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """History lists what a person started or decided, from the storage's per-person index, paged; a
+    session they had no part in never shows, however many there are."""
+    import hitl_core.functions.webapp as webapp
+
+    monkeypatch.setattr(webapp, "PAGE_SIZE", 2)
+    for n in range(5):
+        status, _ = await start_expense(f"s-{n}", by="ed" if n != 2 else "fay")
+        assert status == 201
+    service = get_runtime().service
+    view = await service.get_session("s-1")
+    status, _ = await decide_as("s-1", view.pending_requests[0].call_id, "amy")
     assert status == 200
-    assert re.findall(r"/sessions/(s-\d)/requests/", str(page)) == ["s-0", "s-1"]
-    assert "Next page" in str(page)  # the page was full: there may be more due soon
-    nxt = re.search(r'href="/api/app/inbox\?([^"]+)">Next page', str(page))
-    assert nxt is not None
-    params = dict(urllib.parse.parse_qsl(html.unescape(nxt.group(1))))
-    status, page, _ = await call("app_inbox", http("GET", "http://h/api/app/inbox", params=params,
-                                                   headers=as_("amy")))
-    assert status == 200 and re.findall(r"/sessions/(s-\d)/requests/", str(page)) == []
-    assert "Next page" not in str(page)  # s-2 is due in two days: the walk stops there
+
+    async def walk(user: str) -> list[tuple[str, str]]:
+        rows: list[tuple[str, str]] = []
+        params: dict[str, str] | None = {}
+        while params is not None:
+            status, page, _ = await call("app_history", http("GET", "http://h/api/app/history", params=params,
+                                                             headers=as_(user)))
+            assert status == 200
+            text = html.unescape(str(page))
+            rows += re.findall(r'/sessions/(s-\d)">s-\d</a></td><td>[^<]*</td><td>[^<]*</td><td>([^<]*)</td>', text)
+            nxt = re.search(r'href="/api/app/history\?([^"]+)">Next page', str(page))
+            params = dict(urllib.parse.parse_qsl(html.unescape(nxt.group(1)))) if nxt else None
+        return rows
+
+    assert await walk("ed") == [(f"s-{n}", "started it") for n in (0, 1, 3, 4)]
+    assert await walk("amy") == [("s-1", "decided")]
+    assert await walk("fay") == [("s-2", "started it")]
+    assert await walk("ron") == []
+    status, page, _ = await call("app_history", http("GET", "http://h/api/app/history",
+                                                     params={"continuation": "not-a-token"}, headers=as_("ed")))
+    assert status == 200 and "s-0" in str(page)  # a token this storage never issued starts again
