@@ -9,7 +9,7 @@ PYTHON ?= $(shell tools/find-python.sh)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-py313
-DEPLOY_EXTRAS := --extra functions --extra cosmos --extra redis --extra eventgrid
+DEPLOY_EXTRAS := --extra functions --extra cosmos --extra redis --extra eventgrid --extra agent-framework
 LOCK_FLAGS := --quiet --python-version 3.13 --python-platform x86_64-unknown-linux-gnu --custom-compile-command "make lock"
 # The browser tests (tests/browser) drive Debian's chromium through Playwright (never `playwright
 # install`: no browser download) and scan pages with axe-core, pinned in tests/browser/package.json.
@@ -72,6 +72,7 @@ bench: $(STAMP)
 	$(PY) -m bench.app_cost
 	$(PY) -m bench.vote_bench
 	$(PY) -m bench.app_pages
+	$(PY) -m bench.af_hosting
 
 clean:
 	rm -rf $(VENV) .venv-bench .venv-infra .hitl .pytest_cache .mypy_cache .ruff_cache

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hitl_core import SqliteCheckpointStorage
 
-from . import pattern1_synchronous
+from . import agent_framework_on_hitl, pattern1_synchronous
 from .review_workflow import ReviewResponse
 from .seed_end_to_end import ReviewApp, print_notifier
 
@@ -37,6 +37,9 @@ def main() -> None:
             print(json.loads(out))
         print("== The seed's start_workflow / resume_workflow ==")
         asyncio.run(seed_demo(Path(tmp) / "seed.db"))
+        print("== An Agent Framework workflow, before and after moving it onto the service ==")
+        print(asyncio.run(agent_framework_on_hitl.before(Path(tmp) / "af")))
+        print(asyncio.run(agent_framework_on_hitl.after(Path(tmp) / "af.db")))
 
 
 if __name__ == "__main__":

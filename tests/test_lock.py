@@ -17,7 +17,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
-DEPLOY_EXTRAS = ("functions", "cosmos", "redis", "eventgrid")
+#: The extras the deployment lock is compiled with: read from the Makefile's ``DEPLOY_EXTRAS`` (one source).
+DEPLOY_EXTRAS = tuple(re.findall(r"--extra ([a-z0-9-]+)", next(
+    line for line in (ROOT / "Makefile").read_text(encoding="utf-8").splitlines() if line.startswith("DEPLOY_EXTRAS"))))
 _PIN = re.compile(r"^(?P<name>[A-Za-z0-9_.\-]+)==(?P<version>[^\s;]+)")
 
 

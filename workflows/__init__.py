@@ -2,6 +2,6 @@
 
 from hitl_core.registry import WorkflowSpec
 
-from . import content_review, contract_signoff, expense_approval
+from . import content_review, contract_signoff, expense_approval, refund_agent
 
-ALL: tuple[WorkflowSpec, ...] = (content_review.SPEC, expense_approval.SPEC, contract_signoff.SPEC)
+ALL: tuple[WorkflowSpec, ...] = (content_review.SPEC, expense_approval.SPEC, contract_signoff.SPEC, refund_agent.SPEC)

@@ -196,3 +196,40 @@ def test_contract_signoff_by_every_legal_reviewer_one_through_a_delegate(host: L
         {"voter": "lena", "approved": False, "comment": "ten years is too long"}]}]
     with httpx.Client(timeout=30) as browser:
         assert browser.get(ron_link).status_code == 410
+
+
+def test_refund_agent_tool_calls_are_approved_through_links_by_the_right_people(host: LocalHost) -> None:
+    """refund-agent (an Agent Framework agent; a scripted chat client stands in for the model, which
+    cannot be reached here): its ``refund`` tool call pauses the agent until a person decides. Above
+    100 finance decides, at or below it the reviewers role; a rejection's reason reaches the agent."""
+    with host.client("erin") as erin:
+        started = erin.post("/api/workflows/refund-agent/sessions", json={
+            "session_id": "r-1", "input": {"order": "A-1001", "amount": 250.0, "currency": "EUR",
+                                           "reason": "parcel arrived broken"}})
+        assert started.status_code == 201, started.text
+        (request,) = started.json()["pending_requests"]
+    assert request["approvers"] == ["role:finance"]
+    assert request["data"]["question"] == "Approve a refund of 250.00 EUR for order A-1001?"
+    assert request["data"]["details"] == {"tool": "refund", "arguments": {
+        "order": "A-1001", "amount": 250.0, "currency": "EUR", "reason": "parcel arrived broken"}}
+    assert set(request["response_schema"]["properties"]) == {"approved", "reason"}
+    assert not inbox_of(host, "rita@example.com", "r-1")  # above 100: finance only
+    label, done = press(link_for(host, "fay@example.com", "r-1"), "reject", "no photo of the damage")
+    assert label == "Fay Fischer" and done.status_code == 200, done.text
+    view = session(host, "r-1")
+    assert view["status"] == "completed"
+    assert view["outputs"] == ["The refund of 250.00 EUR for order A-1001 was not approved: no photo of the damage."]
+
+    with host.client("erin") as erin:
+        assert erin.post("/api/workflows/refund-agent/sessions", json={
+            "session_id": "r-2", "input": {"order": "B-7", "amount": 40.0, "currency": "EUR",
+                                           "reason": "wrong size"}}).status_code == 201
+    label, done = press(link_for(host, "ron@example.com", "r-2"), "approve")
+    assert label == "Ron Rivera" and done.status_code == 200, done.text
+    (answer,) = session(host, "r-2")["outputs"]
+    assert answer.startswith("Refunded 40.00 EUR for order B-7 (refund R-"), answer
+    for session_id, decider in (("r-1", "fay"), ("r-2", "ron")):
+        records = audit(host, session_id)
+        assert records["verification"]["valid"] is True
+        (decided,) = [r for r in records["records"] if r["action"] == "decided"]
+        assert decided["actor"] == decider and decided["detail"]["via"] == "link"
