@@ -1016,14 +1016,15 @@ class HitlService:
         total = await self.storage.count_pending_requests(**filters) if count else None
         return InboxPage(items=items, continuation=page.continuation, on_behalf_of=acting_for, total=total)
 
-    async def inbox_count(self, *, workflow: str | None = None, caller: Caller | None = None,
-                          claimed_by: str | None = None, due_before: dt.datetime | None = None) -> int:
-        """How many requests :meth:`inbox` lists over all its pages with these filters (one count query)."""
+    async def inbox_counts(self, queries: dict[str, dict[str, Any]], *, caller: Caller | None = None,
+                           workflow: str | None = None) -> dict[str, int]:
+        """For each named filter set (``claimed_by``, ``due_before``), how many requests :meth:`inbox`
+        lists over all its pages: one count query each, the caller's keys resolved once."""
         _, keys = await self._inbox_keys(caller, "mine", None)
         if keys is None:
-            return 0
-        return await self.storage.count_pending_requests(workflow=workflow, claimed_by=claimed_by,
-                                                         due_before=due_before, **keys)
+            return dict.fromkeys(queries, 0)
+        return {name: await self.storage.count_pending_requests(workflow=workflow, **filters, **keys)
+                for name, filters in queries.items()}
 
     async def history(self, person: str, *, continuation: str | None = None, limit: int = 50
                       ) -> Page[SessionSummary]:

@@ -10,8 +10,11 @@ Tables: ``sessions`` (one row per session: the checkpoint document and its versi
 ``requests`` (one row per pending request, rewritten with the session in the same
 transaction: the inbox index; ``created_at`` holds :func:`inbox_order`, and ``claimed_by`` /
 ``claimed_until`` (a :func:`sort_stamp`) the request's claim, NULL when unclaimed, indexed by
-claimer), ``participants`` (one ``(person, session_id)`` row per :func:`participants` entry,
-rewritten with the session and removed with it: a person's history is a walk of their own rows),
+claimer), ``request_keys`` (one row per approver key of each pending request, with its inbox order,
+workflow and the session's expiry, rewritten with the session: counting an inbox by approver keys
+walks this primary key and parses no JSON), ``participants`` (one ``(person, session_id)`` row
+per :func:`participants` entry, rewritten with the session and removed with it: a person's
+history is a walk of their own rows),
 ``audit`` (append-only, outlives the session's TTL) and ``delegations`` (one row per delegator:
 the out-of-office delegation, its version and ``ends_at``, indexed by delegate; an ended row reads
 as absent and is removed by :meth:`purge_expired`). Every statement is parameterised.
@@ -20,8 +23,9 @@ Schema changes: the tables are created with ``IF NOT EXISTS`` and ``PRAGMA user_
 the layout a file has. Opening a file of an older layout migrates it once, in one ``BEGIN
 IMMEDIATE`` transaction (another process opening it at the same time waits, then finds it done):
 version 0 to 1 adds the claim columns (filled from the stored request documents), the claim index
-and the participants (filled by reading each session document once). Every process writing to a
-file must run the same version: an older one would not maintain the claim columns or participants.
+and the participants (filled by reading each session document once); 1 to 2 fills ``request_keys``
+from the requests' approver lists. Every process writing to a file must run the same version: an
+older one would not maintain the claim columns, the approver keys or the participants.
 """
 
 from __future__ import annotations
@@ -88,6 +92,16 @@ CREATE TABLE IF NOT EXISTS requests (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS requests_inbox ON requests(created_at, session_id, call_id);
 CREATE INDEX IF NOT EXISTS requests_by_workflow ON requests(workflow, created_at, session_id, call_id);
+CREATE TABLE IF NOT EXISTS request_keys (
+    key        TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    call_id    TEXT NOT NULL,
+    workflow   TEXT NOT NULL,
+    expires_at REAL,
+    PRIMARY KEY (key, created_at, session_id, call_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS request_keys_by_session ON request_keys(session_id);
 CREATE TABLE IF NOT EXISTS participants (
     person     TEXT NOT NULL,
     session_id TEXT NOT NULL,
@@ -111,7 +125,7 @@ CREATE INDEX IF NOT EXISTS delegations_by_delegate ON delegations(delegate, dele
 """
 
 #: The layout this module writes, kept in ``PRAGMA user_version`` (0: a file of the first layout).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Created by the migration, after the columns it indexes exist (an older file lacks them at open).
 _CLAIM_INDEX = (
     "CREATE INDEX IF NOT EXISTS requests_by_claim"
@@ -159,33 +173,45 @@ class SqliteCheckpointStorage:
         if self._db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
             return
         with self._transaction(translate_busy=False) as db:
-            if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version >= SCHEMA_VERSION:
                 return  # another process migrated it while this one waited for the lock
-            columns = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
-            for column in ("claimed_by", "claimed_until"):
-                if column not in columns:
-                    db.execute(f"ALTER TABLE requests ADD COLUMN {column} TEXT")  # fixed names
-            claims: list[tuple[str | None, str | None, str, str]] = []
-            for sid, call_id, doc in db.execute(
-                "SELECT session_id, call_id, doc FROM requests WHERE json_extract(doc, '$.claimed_by') IS NOT NULL"
-            ).fetchall():
-                try:
-                    claims.append((*_claim_columns(PendingRequest.model_validate_json(doc)), sid, call_id))
-                except ValueError:  # unreadable: listing it fails too; it just stays out of "claimed by"
-                    _log.warning("sqlite migration: request %r of session %r does not decode", call_id, sid)
-            db.executemany(
-                "UPDATE requests SET claimed_by = ?, claimed_until = ? WHERE session_id = ? AND call_id = ?", claims)
-            db.execute(_CLAIM_INDEX)
-            rows: list[tuple[str, str]] = []
-            for sid, doc in db.execute("SELECT session_id, doc FROM sessions").fetchall():
-                try:
-                    checkpoint = decode_document(doc)
-                except ValueError:  # unreadable: load() fails on it too; it just stays out of every history
-                    _log.warning("sqlite migration: session %r does not decode; no participants indexed", sid)
-                    continue
-                rows += [(person, sid) for person in participants(checkpoint)]
-            db.executemany("INSERT OR IGNORE INTO participants(person, session_id) VALUES (?, ?)", rows)
+            if version < 1:
+                self._migrate_to_1(db)
+            # 2: request_keys, the approver keys of every pending request (the inbox's counts)
+            db.execute("DELETE FROM request_keys")
+            db.execute("INSERT INTO request_keys(key, created_at, session_id, call_id, workflow, expires_at)"
+                       " SELECT DISTINCT j.value, r.created_at, r.session_id, r.call_id, r.workflow, s.expires_at"
+                       " FROM requests r JOIN sessions s ON s.session_id = r.session_id, json_each(r.approvers) j")
             db.execute(f"PRAGMA user_version = {int(SCHEMA_VERSION)}")  # a constant; PRAGMA takes no parameters
+
+    @staticmethod
+    def _migrate_to_1(db: sqlite3.Connection) -> None:
+        """Claim columns and their index; the participants of every stored session."""
+        columns = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+        for column in ("claimed_by", "claimed_until"):
+            if column not in columns:
+                db.execute(f"ALTER TABLE requests ADD COLUMN {column} TEXT")  # fixed names
+        claims: list[tuple[str | None, str | None, str, str]] = []
+        for sid, call_id, doc in db.execute(
+            "SELECT session_id, call_id, doc FROM requests WHERE json_extract(doc, '$.claimed_by') IS NOT NULL"
+        ).fetchall():
+            try:
+                claims.append((*_claim_columns(PendingRequest.model_validate_json(doc)), sid, call_id))
+            except ValueError:  # unreadable: listing it fails too; it just stays out of "claimed by"
+                _log.warning("sqlite migration: request %r of session %r does not decode", call_id, sid)
+        db.executemany(
+            "UPDATE requests SET claimed_by = ?, claimed_until = ? WHERE session_id = ? AND call_id = ?", claims)
+        db.execute(_CLAIM_INDEX)
+        rows: list[tuple[str, str]] = []
+        for sid, doc in db.execute("SELECT session_id, doc FROM sessions").fetchall():
+            try:
+                checkpoint = decode_document(doc)
+            except ValueError:  # unreadable: load() fails on it too; it just stays out of every history
+                _log.warning("sqlite migration: session %r does not decode; no participants indexed", sid)
+                continue
+            rows += [(person, sid) for person in participants(checkpoint)]
+        db.executemany("INSERT OR IGNORE INTO participants(person, session_id) VALUES (?, ?)", rows)
 
     def _now(self) -> float:
         return self._clock()
@@ -263,7 +289,14 @@ class SqliteCheckpointStorage:
                 ).fetchone()
                 raise ConcurrencyError(sid, expected_version, str(actual[0]) if actual else None)
             db.execute("DELETE FROM requests WHERE session_id = ?", (sid,))
+            db.execute("DELETE FROM request_keys WHERE session_id = ?", (sid,))
             if checkpoint.pending_requests:
+                db.executemany(
+                    "INSERT OR IGNORE INTO request_keys(key, created_at, session_id, call_id, workflow, expires_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [(key, inbox_order(p), sid, p.call_id, checkpoint.workflow, expires_at)
+                     for p in checkpoint.pending_requests for key in p.approvers],
+                )
                 db.executemany(
                     "INSERT INTO requests(session_id, call_id, workflow, created_at, approvers, doc,"
                     " claimed_by, claimed_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -296,6 +329,7 @@ class SqliteCheckpointStorage:
             expired = [r[0] for r in db.execute(
                 "SELECT session_id FROM sessions WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))]
             db.executemany("DELETE FROM requests WHERE session_id = ?", [(s,) for s in expired])
+            db.executemany("DELETE FROM request_keys WHERE session_id = ?", [(s,) for s in expired])
             db.executemany("DELETE FROM participants WHERE session_id = ?", [(s,) for s in expired])
             db.executemany("DELETE FROM sessions WHERE session_id = ?", [(s,) for s in expired])
             db.execute("DELETE FROM delegations WHERE ends_at <= ?", (now,))
@@ -311,7 +345,7 @@ class SqliteCheckpointStorage:
                 return False
             if expected_version is not None and str(row[0]) != expected_version:
                 raise ConcurrencyError(session_id, expected_version, str(row[0]))
-            for table in ("requests", "participants", "audit", "sessions"):
+            for table in ("requests", "request_keys", "participants", "audit", "sessions"):
                 db.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))  # noqa: S608 - fixed names
         return True
 
@@ -407,8 +441,23 @@ class SqliteCheckpointStorage:
         keys = inbox_assignees(assignee, assignees)
         if keys == ():
             return 0
-        where, params = self._inbox_filter(workflow, keys, claimed_by, due_before)
-        return int(self._db.execute("SELECT count(*)" + where, params).fetchone()[0])
+        if keys is None or claimed_by is not None:  # the whole inbox, or one person's few claims
+            where, params = self._inbox_filter(workflow, keys, claimed_by, due_before)
+            return int(self._db.execute("SELECT count(*)" + where, params).fetchone()[0])
+        # by approver keys: a walk of request_keys' primary key for each key (no JSON is parsed, no session
+        # row is read: the row carries its session's expiry), each request once however many keys it lists
+        marks = ", ".join("?" * len(keys))  # placeholders only: the keys travel as parameters
+        rows = "DISTINCT k.session_id, k.call_id" if len(keys) > 1 else "1"
+        sql = (f"SELECT count(*) FROM (SELECT {rows} FROM request_keys k"  # noqa: S608
+               f" WHERE k.key IN ({marks}) AND (k.expires_at IS NULL OR k.expires_at > ?)")
+        params = [*keys, self._now()]
+        if workflow is not None:
+            sql += " AND k.workflow = ?"
+            params.append(workflow)
+        if due_before is not None:
+            sql += " AND k.created_at < ?"
+            params.append(due_stamp(due_before))
+        return int(self._db.execute(sql + ")", params).fetchone()[0])
 
     async def list_audit(self, session_id: str) -> list[AuditRecord]:
         rows = self._db.execute("SELECT doc FROM audit WHERE session_id = ? ORDER BY seq", (session_id,)).fetchall()

@@ -278,12 +278,12 @@ async def app_inbox(req: func.HttpRequest) -> func.HttpResponse:
             found = await service.inbox(continuation=continuation, limit=PAGE_SIZE, caller=caller, **filters)
         except ValueError:  # a continuation token this storage did not issue: start again
             found = await service.inbox(limit=PAGE_SIZE, caller=caller, **filters)
-        counts = {
-            "listed": await service.inbox_count(caller=caller, **filters),
-            "all": await service.inbox_count(caller=caller, workflow=workflow),
-            "due": await service.inbox_count(caller=caller, workflow=workflow, due_before=soon_bound),
-            "claimed": await service.inbox_count(caller=caller, workflow=workflow, claimed_by=me),
-        }
+        queries: dict[str, dict[str, Any]] = {"all": {}, "due": {"due_before": soon_bound},
+                                              "claimed": {"claimed_by": me}}
+        if soon and mine:
+            queries["listed"] = {"due_before": soon_bound, "claimed_by": me}
+        counts = await service.inbox_counts(queries, caller=caller, workflow=workflow)
+        counts.setdefault("listed", counts["claimed"] if mine else counts["due"] if soon else counts["all"])
         items: list[dict[str, Any]] = []
         for view in found.items:
             items.append({"session_id": view.session_id, "call_id": view.call_id, "workflow": view.workflow,

@@ -113,6 +113,10 @@ async def test_an_old_file_is_migrated_once_with_claims_and_participants(tmp_pat
     assert await storage.count_pending_requests(claimed_by="ann") == 1
     assert await storage.count_pending_requests(claimed_by="bob") == 1
     assert await storage.count_pending_requests() == 4
+    # the approver keys of the old file's requests are indexed too (counting by key reads no JSON)
+    assert await storage.count_pending_requests(assignee="role:r") == 3
+    assert await storage.count_pending_requests(assignees=["role:r", "user:ann"]) == 4
+    assert await storage.count_pending_requests(assignee="user:ann") == 1
 
     # the "claimed by" listing walks the new index on a migrated file too
     sql = "SELECT count(*) FROM requests r WHERE r.claimed_by = ? AND r.claimed_until > ?"
