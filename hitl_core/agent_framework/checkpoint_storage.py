@@ -906,23 +906,11 @@ class CosmosAgentCheckpointStorage(_AgentCheckpointStorageBase):
         ``create_if_missing`` default to True for a loopback endpoint (which also turns endpoint
         discovery off); ``client_options`` go to ``CosmosClient``.
         """
-        from azure.cosmos.aio import CosmosClient
+        from ..checkpoint.cosmos import connect
 
         local = is_loopback_endpoint(endpoint) if stand_in is None else stand_in
-        owned_credential = None
-        if key:
-            auth: Any = key
-        elif credential is not None:
-            auth = credential
-        else:
-            from azure.identity.aio import DefaultAzureCredential
-
-            auth = owned_credential = DefaultAzureCredential()
-        options: dict[str, Any] = {"connection_verify": verify_tls}
-        if local:
-            options["enable_endpoint_discovery"] = False
-        options.update(client_options)
-        client = CosmosClient(endpoint, credential=auth, **options)
+        client, owned_credential = connect(endpoint, key=key, credential=credential, verify_tls=verify_tls,
+                                           local=local, **client_options)
         return cls(container, scope=scope, client=client, database=database,
                    create_if_missing=local if create_if_missing is None else create_if_missing,
                    stand_in=local, transactional_batch=transactional_batch, ttl_seconds=ttl_seconds,

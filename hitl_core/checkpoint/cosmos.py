@@ -132,7 +132,7 @@ from azure.cosmos.aio import ContainerProxy, CosmosClient
 from azure.cosmos.exceptions import CosmosClientTimeoutError
 
 from ..errors import CheckpointTooLargeError, ConcurrencyError, StorageError, StorageUnavailableError
-from ..netaddr import is_loopback_endpoint
+from ..netaddr import is_loopback_endpoint, proxy_configured
 from ..settings import Settings, SettingsError
 from .base import (
     Clock,
@@ -309,6 +309,33 @@ def _index_entry(request: PendingRequest) -> dict[str, Any]:
 _AUDIT_ATTEMPTS = 4
 
 
+def connect(endpoint: str, *, key: str | None, credential: Any, verify_tls: bool, local: bool,
+            **client_options: Any) -> tuple[CosmosClient, Any]:
+    """A ``CosmosClient`` for ``endpoint`` (with ``key``, else ``credential``, else a
+    ``DefaultAzureCredential``, returned second so its owner closes it), shared by every Cosmos DB
+    storage of the project. A loopback stand-in gets endpoint discovery off (the SDK would chase the
+    https endpoints it advertises); without an HTTP proxy the transport does not re-read the proxy
+    variables and ``~/.netrc`` on every request (:func:`~hitl_core.netaddr.proxy_configured`)."""
+    owned_credential = None
+    if key:
+        auth: Any = key
+    elif credential is not None:
+        auth = credential
+    else:
+        from azure.identity.aio import DefaultAzureCredential
+
+        auth = owned_credential = DefaultAzureCredential()
+    options: dict[str, Any] = {"connection_verify": verify_tls}
+    if not proxy_configured():  # the Cosmos client builds its transport without our options: give it one
+        from azure.core.pipeline.transport import AioHttpTransport
+
+        options["transport"] = AioHttpTransport(use_env_settings=False, connection_verify=verify_tls)
+    if local:
+        options["enable_endpoint_discovery"] = False
+    options.update(client_options)
+    return CosmosClient(endpoint, credential=auth, **options), owned_credential
+
+
 class CosmosDBCheckpointStorage:
     """Checkpoints in Azure Cosmos DB: one document per session, audit records beside it.
 
@@ -385,20 +412,8 @@ class CosmosDBCheckpointStorage:
         (e.g. ``retry_total``, ``retry_backoff_max``, ``connection_timeout``).
         """
         local = is_loopback_endpoint(endpoint) if stand_in is None else stand_in
-        owned_credential = None
-        if key:
-            auth: Any = key
-        elif credential is not None:
-            auth = credential
-        else:
-            from azure.identity.aio import DefaultAzureCredential
-
-            auth = owned_credential = DefaultAzureCredential()
-        options: dict[str, Any] = {"connection_verify": verify_tls}
-        if local:
-            options["enable_endpoint_discovery"] = False
-        options.update(client_options)
-        client = CosmosClient(endpoint, credential=auth, **options)
+        client, owned_credential = connect(endpoint, key=key, credential=credential, verify_tls=verify_tls,
+                                           local=local, **client_options)
         return cls(
             container,
             client=client,

@@ -16,6 +16,7 @@ from azure.core.messaging import CloudEvent
 from azure.eventgrid.aio import EventGridPublisherClient
 
 from ..errors import StorageUnavailableError
+from ..netaddr import proxy_configured
 
 
 class EventPublishError(StorageUnavailableError):
@@ -33,7 +34,7 @@ class EventGridEventPublisher:
             from azure.identity.aio import DefaultAzureCredential
 
             cred = DefaultAzureCredential()
-        self._client = EventGridPublisherClient(endpoint, cred)
+        self._client = EventGridPublisherClient(endpoint, cred, use_env_settings=proxy_configured())
 
     async def publish(self, events: Sequence[dict[str, Any]]) -> None:
         if not events:
