@@ -210,3 +210,34 @@ def test_an_expired_link_shows_a_clear_page(tmp_path: Path, new_page: PageFactor
         screenshot(page, "expired-link")
         assert_accessible(page)
         assert session(host, "x-5")["status"] == "pending"
+
+
+def test_finance_approves_an_agents_refund_call_in_the_app(
+        host: LocalHost, new_page: PageFactory, assert_accessible: AssertAccessible, screenshot: Shot) -> None:
+    """refund-agent is an Agent Framework agent (a scripted chat client stands in for the model, which
+    cannot be reached here): its refund tool call waits in finance's inbox, shown with its arguments;
+    fred approves it with a reason, and the agent carries on and refunds."""
+    with host.client("erin") as erin:
+        started = erin.post("/api/workflows/refund-agent/sessions", json={
+            "session_id": "r-1", "input": {"order": "A-1001", "amount": 250.0, "currency": "EUR",
+                                           "reason": "parcel arrived broken"}})
+        assert started.status_code == 201, started.text
+    fred = new_page("fred")
+    sign_in(fred, host, "Fred Fox")
+    row = fred.locator("tbody tr").filter(has_text="refund-agent")
+    expect(row).to_have_count(1)
+    open_request(fred, "r-1")
+    main = fred.locator("main")
+    expect(main).to_contain_text("Approve a refund of 250.00 EUR for order A-1001?")
+    expect(main).to_contain_text("parcel arrived broken")  # the call's arguments are shown
+    expect(fred.get_by_role("button", name="✓ Approve")).to_be_visible()
+    fred.get_by_label("Reason").fill("photo of the damage attached")
+    screenshot(fred, "tool-approval")
+    assert_accessible(fred)
+    fred.get_by_role("button", name="✓ Approve").click()
+    expect(main).to_contain_text("You approved this request at")
+    assert_accessible(fred)
+    view = session(host, "r-1")
+    assert view["status"] == "completed"
+    assert view["outputs"][0].startswith("Refunded 250.00 EUR for order A-1001"), view["outputs"]
+    assert view["decisions"][0]["decided_by"] == "fred"
