@@ -265,9 +265,11 @@ class SqliteCheckpointStorage:
         now = self._now()
         expires_at = expiry(ttl_seconds, self._clock)
         with self._transaction() as db:
+            fresh = False  # a new session whose id was never stored: it has no index rows to replace
             if expected_version is None:
-                db.execute("DELETE FROM sessions WHERE session_id = ? AND expires_at IS NOT NULL AND expires_at <= ?",
-                           (sid, now))
+                fresh = db.execute(
+                    "DELETE FROM sessions WHERE session_id = ? AND expires_at IS NOT NULL AND expires_at <= ?",
+                    (sid, now)).rowcount == 0
                 cur = db.execute(
                     "INSERT OR IGNORE INTO sessions(session_id, workflow, status, version, doc, updated_at, expires_at)"
                     " VALUES (?, ?, ?, 1, ?, ?, ?)",
@@ -288,8 +290,9 @@ class SqliteCheckpointStorage:
                     (sid, now),
                 ).fetchone()
                 raise ConcurrencyError(sid, expected_version, str(actual[0]) if actual else None)
-            db.execute("DELETE FROM requests WHERE session_id = ?", (sid,))
-            db.execute("DELETE FROM request_keys WHERE session_id = ?", (sid,))
+            if not fresh:
+                for table in ("requests", "request_keys", "participants"):
+                    db.execute(f"DELETE FROM {table} WHERE session_id = ?", (sid,))  # noqa: S608 - fixed names
             if checkpoint.pending_requests:
                 db.executemany(
                     "INSERT OR IGNORE INTO request_keys(key, created_at, session_id, call_id, workflow, expires_at)"
@@ -306,7 +309,6 @@ class SqliteCheckpointStorage:
                         for p in checkpoint.pending_requests
                     ],
                 )
-            db.execute("DELETE FROM participants WHERE session_id = ?", (sid,))
             db.executemany("INSERT INTO participants(person, session_id) VALUES (?, ?)",
                            [(person, sid) for person in participants(checkpoint)])
             if audit:
