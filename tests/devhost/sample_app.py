@@ -100,7 +100,8 @@ def on_event(event: func.CloudEvent) -> None:
     if isinstance(data, dict) and attempts <= int(data.get("fail_times", 0)):
         raise RuntimeError(f"failing attempt {attempts} on purpose")
     _append("events.jsonl", {"id": event.id, "type": event.type, "subject": event.subject, "data": data,
-                             "source": event.source, "class": type(event).__name__, "attempt": attempts})
+                             "source": event.source, "class": type(event).__name__, "attempt": attempts,
+                             "time": str(getattr(event, "time", None))})
 
 
 @app.timer_trigger(schedule="*/1 * * * * *", arg_name="timer", run_on_startup=False)

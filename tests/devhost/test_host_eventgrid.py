@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -76,6 +77,7 @@ async def test_an_event_published_by_the_app_reaches_the_trigger(host: DevHost, 
     event_id = resp.json()["id"]
     await _until(lambda: len(_events(record_dir)) == 1)
     (got,) = _events(record_dir)
+    assert got.pop("time").startswith("20")  # the publisher stamped it
     assert got == {"id": event_id, "type": "hitl.request.created", "subject": "sessions/s1",
                    "data": {"session_id": "s1", "n": 1}, "source": "/sample", "class": "CloudEvent", "attempt": 1}
     stats = await _stats(host)
@@ -198,3 +200,42 @@ async def test_a_subscription_filter_keeps_other_event_types_from_the_function(
         assert (stats["delivered"], stats["pending"]) == (1, 0)
     finally:
         await devhost.stop()
+
+
+@pytest.mark.parametrize("path", ["batch", "sdk-send"])
+async def test_the_service_publisher_posts_its_outbox_json_as_one_batch(
+        host: DevHost, record_dir: Path, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    """hitl's publisher sends the outbox's CloudEvents JSON through the SDK's pipeline without the SDK's
+    generic serializer (the largest cost of a publish); the trigger receives the same event either way,
+    its time included. A wrong key is a publish error, and nothing is delivered."""
+    import azure.eventgrid._legacy._helpers as helpers
+
+    from hitl_core.events.eventgrid import EventGridEventPublisher, EventPublishError
+    from hitl_core.events.models import make_event
+
+    if path == "batch":
+        def not_used(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("the SDK's generic serializer was used")
+        monkeypatch.setattr(helpers, "_build_request", not_used)
+    else:  # an SDK of another shape: its public send
+        monkeypatch.setattr(EventGridEventPublisher, "_sender", lambda self: None)
+    moment = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
+    event = make_event("hitl.request.created", workflow="wf", session_id="s1", call_id="c1",
+                       data={"amount": 12.5, "who": ["amy"], "nested": {"ok": True}}, time=moment)
+    publisher = EventGridEventPublisher(host.eventgrid_topic_url(), key=host.eventgrid_key)
+    try:
+        await publisher.publish([event])
+    finally:
+        await publisher.close()
+    await _until(lambda: len(_events(record_dir)) == 1)
+    (seen,) = _events(record_dir)
+    assert seen["id"] == event["id"] and seen["type"] == "hitl.request.created"
+    assert seen["subject"] == "sessions/s1/requests/c1" and seen["data"] == event["data"]
+    assert "2026-11-30" in seen["time"] and "09:00:00" in seen["time"], seen["time"]  # the fact's time, kept
+
+    wrong = EventGridEventPublisher(host.eventgrid_topic_url(), key="not-the-key")
+    try:
+        with pytest.raises(EventPublishError, match="HTTP 401"):
+            await wrong.publish([event])
+    finally:
+        await wrong.close()
