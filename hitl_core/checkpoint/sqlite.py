@@ -31,6 +31,7 @@ older one would not maintain the claim columns, the approver keys or the partici
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import sqlite3
@@ -76,7 +77,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     version    INTEGER NOT NULL,
     doc        TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    expires_at REAL
+    expires_at REAL,
+    index_digest TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions(expires_at) WHERE expires_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS requests (
@@ -125,7 +127,7 @@ CREATE INDEX IF NOT EXISTS delegations_by_delegate ON delegations(delegate, dele
 """
 
 #: The layout this module writes, kept in ``PRAGMA user_version`` (0: a file of the first layout).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Created by the migration, after the columns it indexes exist (an older file lacks them at open).
 _CLAIM_INDEX = (
     "CREATE INDEX IF NOT EXISTS requests_by_claim"
@@ -178,6 +180,9 @@ class SqliteCheckpointStorage:
                 return  # another process migrated it while this one waited for the lock
             if version < 1:
                 self._migrate_to_1(db)
+            # 3: sessions.index_digest (NULL: the next save rewrites the session's index rows)
+            if "index_digest" not in {row[1] for row in db.execute("PRAGMA table_info(sessions)")}:
+                db.execute("ALTER TABLE sessions ADD COLUMN index_digest TEXT")
             # 2: request_keys, the approver keys of every pending request (the inbox's counts)
             db.execute("DELETE FROM request_keys")
             db.execute("INSERT INTO request_keys(key, created_at, session_id, call_id, workflow, expires_at)"
@@ -264,6 +269,12 @@ class SqliteCheckpointStorage:
         sid = checkpoint.session_id
         now = self._now()
         expires_at = expiry(ttl_seconds, self._clock)
+        requests = [(p, p.model_dump_json()) for p in checkpoint.pending_requests]
+        people = participants(checkpoint)
+        # what the index rows are made of: a save that changes none of it (an outbox clean-up, a resume's
+        # claim) leaves them as they are instead of deleting and inserting the same rows
+        digest = hashlib.blake2b(json.dumps([checkpoint.workflow, expires_at, people, [d for _, d in requests]])
+                                 .encode(), digest_size=16).hexdigest()
         with self._transaction() as db:
             fresh = False  # a new session whose id was never stored: it has no index rows to replace
             if expected_version is None:
@@ -290,27 +301,10 @@ class SqliteCheckpointStorage:
                     (sid, now),
                 ).fetchone()
                 raise ConcurrencyError(sid, expected_version, str(actual[0]) if actual else None)
-            if not fresh:
-                for table in ("requests", "request_keys", "participants"):
-                    db.execute(f"DELETE FROM {table} WHERE session_id = ?", (sid,))  # noqa: S608 - fixed names
-            if checkpoint.pending_requests:
-                db.executemany(
-                    "INSERT OR IGNORE INTO request_keys(key, created_at, session_id, call_id, workflow, expires_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    [(key, inbox_order(p), sid, p.call_id, checkpoint.workflow, expires_at)
-                     for p in checkpoint.pending_requests for key in p.approvers],
-                )
-                db.executemany(
-                    "INSERT INTO requests(session_id, call_id, workflow, created_at, approvers, doc,"
-                    " claimed_by, claimed_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (sid, p.call_id, checkpoint.workflow, inbox_order(p), json.dumps(p.approvers),
-                         p.model_dump_json(), *_claim_columns(p))
-                        for p in checkpoint.pending_requests
-                    ],
-                )
-            db.executemany("INSERT INTO participants(person, session_id) VALUES (?, ?)",
-                           [(person, sid) for person in participants(checkpoint)])
+            changed = db.execute("UPDATE sessions SET index_digest = ? WHERE session_id = ? AND index_digest IS NOT ?",
+                                 (digest, sid, digest)).rowcount == 1
+            if changed or expected_version is None:
+                self._write_index_rows(db, checkpoint, requests, people, expires_at, replace=not fresh)
             if audit:
                 db.executemany(
                     "INSERT INTO audit(session_id, seq, doc) VALUES (?, ?, ?)",
@@ -320,6 +314,32 @@ class SqliteCheckpointStorage:
         if self._saves % _PURGE_EVERY == 0:
             self.purge_expired()
         return str(new_version)
+
+    @staticmethod
+    def _write_index_rows(db: sqlite3.Connection, checkpoint: WorkflowCheckpoint,
+                          requests: list[tuple[PendingRequest, str]], people: list[str],
+                          expires_at: float | None, *, replace: bool) -> None:
+        """The session's rows in ``requests``, ``request_keys`` and ``participants`` (``replace``: the
+        old ones are deleted first)."""
+        sid = checkpoint.session_id
+        if replace:
+            for table in ("requests", "request_keys", "participants"):
+                db.execute(f"DELETE FROM {table} WHERE session_id = ?", (sid,))  # noqa: S608 - fixed names
+        if requests:
+            db.executemany(
+                "INSERT OR IGNORE INTO request_keys(key, created_at, session_id, call_id, workflow, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(key, inbox_order(p), sid, p.call_id, checkpoint.workflow, expires_at)
+                 for p, _ in requests for key in p.approvers],
+            )
+            db.executemany(
+                "INSERT INTO requests(session_id, call_id, workflow, created_at, approvers, doc,"
+                " claimed_by, claimed_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(sid, p.call_id, checkpoint.workflow, inbox_order(p), json.dumps(p.approvers), doc,
+                  *_claim_columns(p)) for p, doc in requests],
+            )
+        db.executemany("INSERT INTO participants(person, session_id) VALUES (?, ?)",
+                       [(person, sid) for person in people])
 
     def purge_expired(self) -> int:
         """Delete sessions whose TTL has passed (their audit records stay) and ended delegations.

@@ -146,3 +146,38 @@ async def test_a_new_file_starts_at_the_current_version(tmp_path: Path) -> None:
     storage = SqliteCheckpointStorage(tmp_path / "new.db")
     assert storage._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     await storage.close()
+
+
+async def test_a_save_that_changes_no_index_content_writes_no_index_rows(tmp_path: Path) -> None:
+    """An outbox clean-up or a resume's claim leaves the inbox's rows alone (statement counts); a change
+    of a request, of who took part, or of the expiry rewrites them."""
+    storage = SqliteCheckpointStorage(tmp_path / "s.db")
+    statements: list[str] = []
+    storage._db.set_trace_callback(statements.append)
+    cp = make_checkpoint("s-1", metadata={"started_by": "ann"},
+                         requests=[_claimed("a", None, None, approvers=["role:r"])])
+    version = await storage.save(cp, expected_version=None)
+
+    def index_writes() -> list[str]:
+        return [s for s in statements if s.startswith(("DELETE FROM requests", "DELETE FROM request_keys",
+                                                       "DELETE FROM participants", "INSERT INTO requests",
+                                                       "INSERT OR IGNORE INTO request_keys",
+                                                       "INSERT INTO participants"))]
+
+    assert sorted({s.split("(")[0].strip() for s in index_writes()}) == [
+        "INSERT INTO participants", "INSERT INTO requests", "INSERT OR IGNORE INTO request_keys"]  # no deletes
+    statements.clear()
+    cp.outbox = [{"id": "e-1", "type": "t"}]
+    version = await storage.save(cp, expected_version=version)
+    cp.outbox = []
+    version = await storage.save(cp, expected_version=version)
+    assert index_writes() == []
+    statements.clear()
+    cp.pending_requests[0].approvers = ["role:r", "user:bob"]
+    version = await storage.save(cp, expected_version=version)
+    assert len([s for s in index_writes() if s.startswith("DELETE")]) == 3
+    assert await storage.count_pending_requests(assignee="user:bob") == 1
+    statements.clear()
+    await storage.save(cp, expected_version=version, ttl_seconds=60)  # the expiry is in request_keys too
+    assert len([s for s in index_writes() if s.startswith("DELETE")]) == 3
+    await storage.close()
