@@ -20,7 +20,7 @@ WALKTHROUGHS = re.findall(r"<!-- walkthrough:([a-z-]+) ", README.read_text(encod
 
 
 def test_the_readme_has_its_walkthroughs() -> None:
-    assert {"try-it", "out-of-office"} <= set(WALKTHROUGHS)
+    assert {"try-it", "out-of-office", "refund-agent"} <= set(WALKTHROUGHS)
 
 
 def blocks(name: str) -> tuple[str, str]:
