@@ -150,3 +150,30 @@ async def test_a_deadline_from_the_declaration_answers_for_the_absent_reviewer(t
         assert done.decisions[0]["decided_by"] == "system:auto_respond"
     finally:
         await service.close()
+
+
+async def test_a_quorum_policy_collects_votes_before_agent_framework_resumes_once(tmp_path: Path) -> None:
+    """An approval policy on a step: both named reviewers must approve; the first vote leaves the AF
+    workflow paused, the second resumes it once with the votes recorded."""
+    from hitl_core import ApprovalPolicy
+    from hitl_core.access import Caller
+
+    voted = agent_framework_workflow("af-review", build=af_review.build, input_model=af_review.Topic,
+                                     steps=[HumanStep(approvers=["rita", "ron"],
+                                                      approval=ApprovalPolicy(quorum="all", veto=True))],
+                                     allowed_checkpoint_types=ALLOWED)
+    service = HitlService(settings=Settings(auth_mode="dev"), storage=SqliteCheckpointStorage(tmp_path / "h.db"),
+                          publisher=InMemoryEventPublisher(), workflows=[voted])
+    try:
+        view = (await service.start("af-review", input={"topic": "quorum"}, session_id="af-5")).session
+        call_id = view.pending_requests[0].call_id
+        first = await service.respond("af-5", call_id, {"approved": True}, caller=Caller(user="rita"))
+        assert first.status == "pending" and first.outputs == []
+        assert af_review.PUBLISHED.get("A short note on quorum.", 0) == 0  # AF has not resumed yet
+        done = await service.respond("af-5", call_id, {"approved": True, "feedback": "fine"},
+                                     caller=Caller(user="ron"))
+        assert done.status == "completed" and done.outputs == ["published: A short note on quorum."]
+        assert af_review.PUBLISHED["A short note on quorum."] == 1
+        assert [v["voter"] for v in done.decisions[0]["votes"]] == ["rita", "ron"]
+    finally:
+        await service.close()
