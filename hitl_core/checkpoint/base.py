@@ -345,6 +345,37 @@ def inbox_matches(
     ]
 
 
+class HeldInbox:
+    """The inbox of a backend that holds its checkpoints itself (InMemory, File): every filter applied
+    by :func:`inbox_matches` to the pending requests :meth:`_held_inbox` returns, on the storage's clock."""
+
+    _clock: Clock
+
+    async def _held_inbox(self) -> list[PendingRequestEntry]:
+        """Every live session's pending requests."""
+        raise NotImplementedError
+
+    def _held_now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self._clock(), dt.UTC)
+
+    async def list_pending_requests(self, *, workflow: str | None = None, assignee: str | None = None,
+                                    assignees: Sequence[str] | None = None, claimed_by: str | None = None,
+                                    due_before: dt.datetime | None = None, limit: int = 50,
+                                    continuation: str | None = None) -> Page[PendingRequestEntry]:
+        inbox_assignees(assignee, assignees)  # a bad filter fails before the entries are gathered
+        return page_inbox(await self._held_inbox(), workflow=workflow, assignee=assignee, assignees=assignees,
+                          claimed_by=claimed_by, due_before=due_before, now=self._held_now(), limit=limit,
+                          continuation=continuation)
+
+    async def count_pending_requests(self, *, workflow: str | None = None, assignee: str | None = None,
+                                     assignees: Sequence[str] | None = None, claimed_by: str | None = None,
+                                     due_before: dt.datetime | None = None) -> int:
+        inbox_assignees(assignee, assignees)
+        return len(inbox_matches(await self._held_inbox(), workflow=workflow, assignee=assignee,
+                                 assignees=assignees, claimed_by=claimed_by, due_before=due_before,
+                                 now=self._held_now()))
+
+
 def page_sessions(
     summaries: Iterable[SessionSummary],
     *,

@@ -29,7 +29,6 @@ as absent and is kept, so that the next one continues its version counter; listi
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import fcntl
 import hashlib
 import json
@@ -46,13 +45,11 @@ from ..errors import ConcurrencyError
 from .base import (
     DEFAULT_MAX_DOCUMENT_BYTES,
     Clock,
+    HeldInbox,
     encode_document,
     epoch_seconds,
     expiry,
-    inbox_assignees,
     inbox_entries,
-    inbox_matches,
-    page_inbox,
     page_sessions,
     participants,
 )
@@ -86,7 +83,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class FileCheckpointStorage:
+class FileCheckpointStorage(HeldInbox):
     """Checkpoints as JSON files under ``storage_path``."""
 
     def __init__(self, storage_path: str | Path, *, fsync: bool = True,
@@ -320,29 +317,9 @@ class FileCheckpointStorage:
                      if participant is None or participant in participants(c)]
         return page_sessions(summaries, workflow=workflow, status=status, limit=limit, continuation=continuation)
 
-    async def _inbox(self, assignee: str | None, assignees: Sequence[str] | None) -> list[PendingRequestEntry]:
-        inbox_assignees(assignee, assignees)  # a bad filter fails before the folder scan
+    async def _held_inbox(self) -> list[PendingRequestEntry]:
         checkpoints = await asyncio.to_thread(self._all)
         return [e for c in checkpoints for e in inbox_entries(c)]
-
-    def _now(self) -> dt.datetime:
-        return dt.datetime.fromtimestamp(self._clock(), dt.UTC)
-
-    async def list_pending_requests(self, *, workflow: str | None = None, assignee: str | None = None,
-                                    assignees: Sequence[str] | None = None, claimed_by: str | None = None,
-                                    due_before: dt.datetime | None = None, limit: int = 50,
-                                    continuation: str | None = None) -> Page[PendingRequestEntry]:
-        entries = await self._inbox(assignee, assignees)
-        return page_inbox(entries, workflow=workflow, assignee=assignee, assignees=assignees,
-                          claimed_by=claimed_by, due_before=due_before, now=self._now(), limit=limit,
-                          continuation=continuation)
-
-    async def count_pending_requests(self, *, workflow: str | None = None, assignee: str | None = None,
-                                     assignees: Sequence[str] | None = None, claimed_by: str | None = None,
-                                     due_before: dt.datetime | None = None) -> int:
-        entries = await self._inbox(assignee, assignees)
-        return len(inbox_matches(entries, workflow=workflow, assignee=assignee, assignees=assignees,
-                                 claimed_by=claimed_by, due_before=due_before, now=self._now()))
 
     async def list_audit(self, session_id: str) -> list[AuditRecord]:
         return await asyncio.to_thread(self._audit_sync, session_id)

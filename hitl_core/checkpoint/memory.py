@@ -6,7 +6,6 @@ cannot change what is stored — the same isolation a real database gives.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,13 +14,12 @@ from ..errors import ConcurrencyError
 from .base import (
     DEFAULT_MAX_DOCUMENT_BYTES,
     Clock,
+    HeldInbox,
     decode_document,
     encode_document,
     epoch_seconds,
     expiry,
     inbox_entries,
-    inbox_matches,
-    page_inbox,
     page_sessions,
     participants,
 )
@@ -52,7 +50,7 @@ class _DelegationRow:
     ends_at: float
 
 
-class InMemoryCheckpointStorage:
+class InMemoryCheckpointStorage(HeldInbox):
     """A process-local store with the same semantics as the durable ones."""
 
     def __init__(self, *, max_document_bytes: int | None = DEFAULT_MAX_DOCUMENT_BYTES,
@@ -119,26 +117,9 @@ class InMemoryCheckpointStorage:
         ]
         return page_sessions(summaries, workflow=workflow, status=status, limit=limit, continuation=continuation)
 
-    def _inbox(self) -> list[PendingRequestEntry]:
+    async def _held_inbox(self) -> list[PendingRequestEntry]:
         return [e for sid in list(self._rows) if (r := self._live(sid)) is not None
                 for e in inbox_entries(r.checkpoint)]
-
-    def _now(self) -> dt.datetime:
-        return dt.datetime.fromtimestamp(self._clock(), dt.UTC)
-
-    async def list_pending_requests(self, *, workflow: str | None = None, assignee: str | None = None,
-                                    assignees: Sequence[str] | None = None, claimed_by: str | None = None,
-                                    due_before: dt.datetime | None = None, limit: int = 50,
-                                    continuation: str | None = None) -> Page[PendingRequestEntry]:
-        return page_inbox(self._inbox(), workflow=workflow, assignee=assignee, assignees=assignees,
-                          claimed_by=claimed_by, due_before=due_before, now=self._now(), limit=limit,
-                          continuation=continuation)
-
-    async def count_pending_requests(self, *, workflow: str | None = None, assignee: str | None = None,
-                                     assignees: Sequence[str] | None = None, claimed_by: str | None = None,
-                                     due_before: dt.datetime | None = None) -> int:
-        return len(inbox_matches(self._inbox(), workflow=workflow, assignee=assignee, assignees=assignees,
-                                 claimed_by=claimed_by, due_before=due_before, now=self._now()))
 
     async def list_audit(self, session_id: str) -> list[AuditRecord]:
         return [AuditRecord.model_validate_json(t) for t in self._audit.get(session_id, [])]
