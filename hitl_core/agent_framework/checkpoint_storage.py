@@ -111,6 +111,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 from agent_framework import WorkflowCheckpoint, WorkflowCheckpointException
 from agent_framework._workflows._checkpoint_encoding import decode_checkpoint_value, encode_checkpoint_value
 
+from ..checkpoint.sqlite import open_database
 from ..netaddr import is_loopback_endpoint
 
 if TYPE_CHECKING:
@@ -470,12 +471,7 @@ class SqliteAgentCheckpointStorage(_AgentCheckpointStorageBase):
         super().__init__(scope=scope, ttl_seconds=ttl_seconds, allowed_checkpoint_types=allowed_checkpoint_types,
                          clock=clock)
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=busy_timeout_ms / 1000)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}")
-        self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        self._db = open_database(self.path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
         self._db.executescript(_SQLITE_SCHEMA)
 
     @contextmanager
@@ -665,23 +661,13 @@ class RedisAgentCheckpointStorage(_AgentCheckpointStorageBase):
                          clock=time.time)
         if "{" in key_prefix or "}" in key_prefix:
             raise ValueError("key_prefix must not contain '{' or '}': the scope is the keys' hash tag")
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import ExponentialWithJitterBackoff
+        from ..checkpoint.redis import pooled_client
 
         if client is None:
             if not url:
                 raise ValueError("RedisAgentCheckpointStorage needs url= or client=")
-            options: dict[str, Any] = {
-                "socket_timeout": socket_timeout,
-                "socket_connect_timeout": connect_timeout,
-                "retry": Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.25), retries),
-                "socket_keepalive": True,
-            }
-            options.update(client_options)
-            pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections,
-                                                            timeout=socket_timeout, **options)
-            client = aioredis.Redis.from_pool(pool)
+            client = pooled_client(url, socket_timeout=socket_timeout, connect_timeout=connect_timeout,
+                                   retries=retries, max_connections=max_connections, **client_options)
             self._owns_client = True
         else:
             self._owns_client = False

@@ -600,6 +600,28 @@ def _where(url: str) -> str:
     return f"{parts.scheme}://{host}:{port}{parts.path or ''}"
 
 
+def pooled_client(url: str, *, socket_timeout: float, connect_timeout: float, retries: int,
+                  max_connections: int, **client_options: Any) -> aioredis.Redis:
+    """A redis-py client on a blocking pool for ``url`` (``redis://``, ``rediss://`` or ``unix://``),
+    shared by every Redis storage of the project. ``retries`` bounds the reconnect attempts (short
+    jittered backoff); TCP keepalive replaces health-check PINGs; under a burst, callers wait for a
+    free connection (up to the socket timeout) instead of failing with "Too many connections"."""
+    scheme = urlsplit(url).scheme
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"Redis URL must start with redis://, rediss:// or unix://, got {scheme}://")
+    options: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": connect_timeout,
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.25), retries),
+        "socket_keepalive": True,
+    }
+    options.update(client_options)
+    options["decode_responses"] = False
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=socket_timeout,
+                                                    **options)
+    return aioredis.Redis.from_pool(pool)
+
+
 class RedisCheckpointStorage:
     """Checkpoints in Redis; every write is one atomic script call (see the module docstring)."""
 
@@ -632,23 +654,8 @@ class RedisCheckpointStorage:
         if client is None:
             if not url:
                 raise ValueError("RedisCheckpointStorage needs url= (HITL_REDIS_URL) or client=")
-            scheme = urlsplit(url).scheme
-            if scheme not in ("redis", "rediss", "unix"):
-                raise ValueError(f"Redis URL must start with redis://, rediss:// or unix://, got {scheme}://")
-            options: dict[str, Any] = {
-                "socket_timeout": socket_timeout,
-                "socket_connect_timeout": connect_timeout,
-                "retry": Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.25), retries),
-                "socket_keepalive": True,
-            }
-            options.update(client_options)
-            options["decode_responses"] = False
-            # A blocking pool: under a burst, callers wait for a free connection (up to the socket
-            # timeout) instead of failing with "Too many connections" — a 503 nobody needed.
-            pool = aioredis.BlockingConnectionPool.from_url(
-                url, max_connections=max_connections, timeout=socket_timeout, **options
-            )
-            client = aioredis.Redis.from_pool(pool)
+            client = pooled_client(url, socket_timeout=socket_timeout, connect_timeout=connect_timeout,
+                                   retries=retries, max_connections=max_connections, **client_options)
             self._owns_client = True
             self._where = _where(url)
         else:

@@ -145,6 +145,18 @@ def _claim_columns(request: PendingRequest) -> tuple[str | None, str | None]:
     return None, None
 
 
+def open_database(path: Path, *, synchronous: Literal["NORMAL", "FULL"], busy_timeout_ms: int) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit ``BEGIN IMMEDIATE``), WAL journal,
+    the given ``synchronous`` and busy timeout; shared by every SQLite storage of the project. Its
+    parent folder is created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}")  # one of two constants
+    db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    return db
+
+
 class SqliteCheckpointStorage:
     """Checkpoints in one SQLite file; safe for several processes on one machine."""
 
@@ -158,15 +170,10 @@ class SqliteCheckpointStorage:
         clock: Clock = time.time,
     ) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_document_bytes = max_document_bytes
         self._clock = clock
         self._saves = 0
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=busy_timeout_ms / 1000)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}")
-        self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        self._db = open_database(self.path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
         self._db.executescript(_SCHEMA)
         self._migrate()
 
