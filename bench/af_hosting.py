@@ -66,7 +66,6 @@ from bench import engine_hitl
 from bench.app_cost import CountingSqlite, CountingStorage, Tally
 from bench.common import RESULTS, emit, fresh_dir, note, now_ns, summarize_ns, versions, wchar
 from hitl_core import Executor, RequestInfoMessage, RequestResponse, Workflow, WorkflowContext, handler
-from hitl_core.agent_framework import HumanStep, agent_framework_workflow
 from hitl_core.checkpoint import CheckpointStorage, SqliteCheckpointStorage
 from hitl_core.events import InMemoryEventPublisher
 from hitl_core.registry import WorkflowSpec, human_loop
@@ -80,15 +79,8 @@ HOSTING_TARGET = 1.20  # hosting may add at most 20% to AF's own pause / resume 
 #: The service's background outbox clean-up waits this long; the rounds run it at their end (drain).
 NO_CLEAR_DURING_TIMING_S = 3600.0
 
-#: As tests/agent_framework/test_hosting.py (the app's types AF's restricted loader may build).
-ALLOWED = ["tests.agent_framework.af_review:DraftForReview", "tests.agent_framework.af_review:ReviewAnswer",
-           "tests.agent_framework.af_review:Topic"]
-
-AF_SPEC = agent_framework_workflow(
-    "af-review", build=af_review.build, input_model=af_review.Topic,
-    steps=[HumanStep(request_type=af_review.DraftForReview, approvers=["rita"],
-                     question=lambda d: f"Publish this draft of {d['words']} words?")],
-    allowed_checkpoint_types=ALLOWED, description="draft -> review -> publish, written with Agent Framework")
+#: The hosting declaration beside the AF workflow (the one tests/agent_framework/test_hosting.py tests).
+ALLOWED, AF_SPEC = af_review.ALLOWED, af_review.SPEC
 
 IMPLS = ("af-file", "af-on-hitl", "hitl-native", "hitl-engine", "af-memory")
 LABELS = {

@@ -1,7 +1,8 @@
 """A plain Agent Framework workflow, written as its own docs teach: draft -> human review -> publish.
 
-Nothing here knows about hitl: ``Drafter`` asks a person with ``ctx.request_info`` and receives the
-answer in its ``@response_handler``. The tests host it on the service unchanged.
+The workflow knows nothing about hitl: ``Drafter`` asks a person with ``ctx.request_info`` and
+receives the answer in its ``@response_handler``. ``SPEC`` at the end is the declaration beside it
+that hosts it on the service unchanged (the tests and ``bench.af_hosting`` use it).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 
 from agent_framework import Executor, Workflow, WorkflowBuilder, WorkflowContext, handler, response_handler
 from pydantic import BaseModel, Field
+
+from hitl_core.agent_framework import HumanStep, agent_framework_workflow
 
 #: How many times each session's response handler ran (the side effect that must happen once).
 PUBLISHED: dict[str, int] = {}
@@ -53,3 +56,13 @@ class Drafter(Executor):
 def build() -> Workflow:
     """A new instance per run, as Agent Framework requires for independent runs."""
     return WorkflowBuilder(start_executor=Drafter(), name="af-review").build()
+
+
+#: The application's types Agent Framework's restricted loader may build from a checkpoint.
+ALLOWED = [f"{__name__}:DraftForReview", f"{__name__}:ReviewAnswer", f"{__name__}:Topic"]
+
+SPEC = agent_framework_workflow(
+    "af-review", build=build, input_model=Topic,
+    steps=[HumanStep(request_type=DraftForReview, approvers=["rita"],
+                     question=lambda d: f"Publish this draft of {d['words']} words?")],
+    allowed_checkpoint_types=ALLOWED, description="draft -> review -> publish, written with Agent Framework")

@@ -22,14 +22,7 @@ from hitl_core.service import HitlService
 from hitl_core.settings import Settings
 from tests.agent_framework import af_review
 
-ALLOWED = ["tests.agent_framework.af_review:DraftForReview", "tests.agent_framework.af_review:ReviewAnswer",
-           "tests.agent_framework.af_review:Topic"]
-
-SPEC = agent_framework_workflow(
-    "af-review", build=af_review.build, input_model=af_review.Topic,
-    steps=[HumanStep(request_type=af_review.DraftForReview, approvers=["rita"],
-                     question=lambda d: f"Publish this draft of {d['words']} words?")],
-    allowed_checkpoint_types=ALLOWED, description="draft -> review -> publish, written with Agent Framework")
+ALLOWED, SPEC = af_review.ALLOWED, af_review.SPEC
 
 
 def service_on(storage: CheckpointStorage) -> HitlService:
