@@ -94,7 +94,6 @@ built. Every class is an async context manager that closes what it opened. Backe
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import datetime as dt
 import hashlib
@@ -111,6 +110,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 from agent_framework import WorkflowCheckpoint, WorkflowCheckpointException
 from agent_framework._workflows._checkpoint_encoding import decode_checkpoint_value, encode_checkpoint_value
 
+from ..checkpoint.cosmos_container import ContainerOwner
 from ..checkpoint.sqlite import open_database
 from ..netaddr import is_loopback_endpoint
 
@@ -807,7 +807,7 @@ class _HeadMoved(Exception):
     """The head's conditional write lost to another writer."""
 
 
-class CosmosAgentCheckpointStorage(_AgentCheckpointStorageBase):
+class CosmosAgentCheckpointStorage(ContainerOwner, _AgentCheckpointStorageBase):
     """Agent Framework checkpoints in one Cosmos DB container partitioned by ``/scope``.
 
     Documents (all in the scope's logical partition; ids escaped like hitl's session ids)::
@@ -853,19 +853,10 @@ class CosmosAgentCheckpointStorage(_AgentCheckpointStorageBase):
         and ``credential`` say what :meth:`close` closes."""
         super().__init__(scope=scope, ttl_seconds=ttl_seconds, allowed_checkpoint_types=allowed_checkpoint_types,
                          clock=clock)
-        if isinstance(container, str) and client is None:
-            raise TypeError("pass a ContainerProxy, or client= and a container name")
-        self._client = client
-        self._database_name = database
-        self._container_name = container if isinstance(container, str) else str(container.id)
-        self._container: ContainerProxy | None = None if isinstance(container, str) else container
-        self._create_if_missing = create_if_missing
-        self._init_lock = asyncio.Lock()
-        self._close_client = close_client
-        self._credential = credential
-        self.stand_in = stand_in
-        #: Checkpoint and head in one atomic batch (Azure); the stand-in cannot replace inside a batch.
-        self.transactional_batch = (not stand_in) if transactional_batch is None else transactional_batch
+        # checkpoint and head in one atomic batch (Azure); the stand-in cannot replace inside a batch
+        self._own_container(container, client=client, database=database, create_if_missing=create_if_missing,
+                            close_client=close_client, credential=credential, stand_in=stand_in,
+                            transactional_batch=transactional_batch)
 
     @classmethod
     def from_endpoint(
@@ -1139,12 +1130,6 @@ class CosmosAgentCheckpointStorage(_AgentCheckpointStorageBase):
             await self._delete_item(head_id, str(head["_etag"]))  # lost to a newer head: that one stays
         return live
 
-    async def close(self) -> None:
-        """Close the client and credential this storage created (not ones passed in)."""
-        if self._close_client and self._client is not None:
-            await self._client.close()
-        if self._credential is not None:
-            await self._credential.close()
 
 
 if TYPE_CHECKING:  # mypy proves that each class is an Agent Framework CheckpointStorage

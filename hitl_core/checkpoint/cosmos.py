@@ -149,6 +149,7 @@ from .base import (
     participants,
     sort_stamp,
 )
+from .cosmos_container import ContainerOwner
 from .cosmos_layout import DEFAULT_TTL, INDEXING_POLICY, PARTITION_KEY_PATH
 from .models import (
     AuditRecord,
@@ -336,7 +337,7 @@ def connect(endpoint: str, *, key: str | None, credential: Any, verify_tls: bool
     return CosmosClient(endpoint, credential=auth, **options), owned_credential
 
 
-class CosmosDBCheckpointStorage:
+class CosmosDBCheckpointStorage(ContainerOwner):
     """Checkpoints in Azure Cosmos DB: one document per session, audit records beside it.
 
     Build it from an existing container (``CosmosDBCheckpointStorage(container)``), from a client
@@ -365,20 +366,11 @@ class CosmosDBCheckpointStorage:
         close_client: bool = False,
         credential: Any = None,
     ) -> None:
-        if isinstance(container, str) and client is None:
-            raise TypeError("pass a ContainerProxy, or client= and a container name")
-        self._client = client
-        self._database_name = database
-        self._container_name = container if isinstance(container, str) else str(container.id)
-        self._container: ContainerProxy | None = None if isinstance(container, str) else container
-        self._create_if_missing = create_if_missing
-        self._init_lock = asyncio.Lock()
-        self._close_client = close_client
-        self._credential = credential
-        self.stand_in = stand_in
-        #: Audit records ride in one transactional batch with the session write (Azure); the
-        #: stand-in cannot replace inside a batch, so there they follow the session write.
-        self.transactional_batch = (not stand_in) if transactional_batch is None else transactional_batch
+        # Audit records ride in one transactional batch with the session write (Azure); the stand-in
+        # cannot replace inside a batch, so there they follow the session write.
+        self._own_container(container, client=client, database=database, create_if_missing=create_if_missing,
+                            close_client=close_client, credential=credential, stand_in=stand_in,
+                            transactional_batch=transactional_batch)
         self.audit_ttl_seconds = audit_ttl_seconds or None
         self.max_document_bytes = max_document_bytes
         self._clock = clock
@@ -1141,9 +1133,3 @@ class CosmosDBCheckpointStorage:
                                  subject="the delegations")
         return sorted((Delegation.model_validate_json(text) for text in rows), key=lambda d: d.delegator)
 
-    async def close(self) -> None:
-        """Close the client and credential this storage created (not ones passed in)."""
-        if self._close_client and self._client is not None:
-            await self._client.close()
-        if self._credential is not None:
-            await self._credential.close()
