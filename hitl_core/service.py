@@ -1007,24 +1007,28 @@ class HitlService:
         """What the caller may decide (``scope="all"``: every pending request, admins and auditors only),
         optionally only what ``claimed_by`` holds a live claim on, or what is due before ``due_before``;
         ``count`` adds ``total``, the number of requests over all pages (one more, counting, query)."""
+        totals = {"total": {"claimed_by": claimed_by, "due_before": due_before}} if count else {}
+        page, counts = await self.inbox_and_counts(
+            totals, workflow=workflow, assignee=assignee, continuation=continuation, limit=limit, caller=caller,
+            scope=scope, claimed_by=claimed_by, due_before=due_before)
+        return page.model_copy(update={"total": counts["total"]}) if count else page
+
+    async def inbox_and_counts(self, counts: dict[str, dict[str, Any]], *, workflow: str | None = None,
+                               assignee: str | None = None, continuation: str | None = None, limit: int = 50,
+                               caller: Caller | None = None, scope: str = "mine", claimed_by: str | None = None,
+                               due_before: dt.datetime | None = None) -> tuple[InboxPage, dict[str, int]]:
+        """A page of :meth:`inbox` and, for each named filter set of ``counts`` (``claimed_by``,
+        ``due_before``; ``workflow`` applies to all), how many requests match over all pages: one count
+        query each, the caller's keys and delegations resolved once for the page and every count."""
         acting_for, keys = await self._inbox_keys(caller, scope, assignee)
         if keys is None:
-            return InboxPage(items=[], continuation=None, total=0 if count else None)
-        filters: dict[str, Any] = {"workflow": workflow, "claimed_by": claimed_by, "due_before": due_before, **keys}
-        page = await self.storage.list_pending_requests(continuation=continuation, limit=limit, **filters)
+            return InboxPage(items=[], continuation=None), dict.fromkeys(counts, 0)
+        page = await self.storage.list_pending_requests(workflow=workflow, claimed_by=claimed_by, due_before=due_before,
+                                                        continuation=continuation, limit=limit, **keys)
         items = [self.request_view(SessionRef(e.session_id, e.workflow), e.request) for e in page.items]
-        total = await self.storage.count_pending_requests(**filters) if count else None
-        return InboxPage(items=items, continuation=page.continuation, on_behalf_of=acting_for, total=total)
-
-    async def inbox_counts(self, queries: dict[str, dict[str, Any]], *, caller: Caller | None = None,
-                           workflow: str | None = None) -> dict[str, int]:
-        """For each named filter set (``claimed_by``, ``due_before``), how many requests :meth:`inbox`
-        lists over all its pages: one count query each, the caller's keys resolved once."""
-        _, keys = await self._inbox_keys(caller, "mine", None)
-        if keys is None:
-            return dict.fromkeys(queries, 0)
-        return {name: await self.storage.count_pending_requests(workflow=workflow, **filters, **keys)
-                for name, filters in queries.items()}
+        numbers = {name: await self.storage.count_pending_requests(workflow=workflow, **filters, **keys)
+                   for name, filters in counts.items()}
+        return InboxPage(items=items, continuation=page.continuation, on_behalf_of=acting_for), numbers
 
     async def history(self, person: str, *, continuation: str | None = None, limit: int = 50
                       ) -> Page[SessionSummary]:

@@ -274,15 +274,15 @@ async def app_inbox(req: func.HttpRequest) -> func.HttpResponse:
         soon_bound = now + URGENT
         filters: dict[str, Any] = {"workflow": workflow, "due_before": soon_bound if soon else None,
                                    "claimed_by": me if mine else None}
-        try:
-            found = await service.inbox(continuation=continuation, limit=PAGE_SIZE, caller=caller, **filters)
-        except ValueError:  # a continuation token this storage did not issue: start again
-            found = await service.inbox(limit=PAGE_SIZE, caller=caller, **filters)
         queries: dict[str, dict[str, Any]] = {"all": {}, "due": {"due_before": soon_bound},
                                               "claimed": {"claimed_by": me}}
         if soon and mine:
             queries["listed"] = {"due_before": soon_bound, "claimed_by": me}
-        counts = await service.inbox_counts(queries, caller=caller, workflow=workflow)
+        try:
+            found, counts = await service.inbox_and_counts(queries, continuation=continuation, limit=PAGE_SIZE,
+                                                           caller=caller, **filters)
+        except ValueError:  # a continuation token this storage did not issue: start again
+            found, counts = await service.inbox_and_counts(queries, limit=PAGE_SIZE, caller=caller, **filters)
         counts.setdefault("listed", counts["claimed"] if mine else counts["due"] if soon else counts["all"])
         items: list[dict[str, Any]] = []
         for view in found.items:
