@@ -42,6 +42,8 @@ class EventGridEventPublisher:
 
             cred = DefaultAzureCredential()
         self._client = EventGridPublisherClient(endpoint, cred, use_env_settings=proxy_configured())
+        self._batch_sender = self._sender()
+        self._api_version = getattr(getattr(self._client, "_client", None), "_api_version", None) or API_VERSION
 
     def _sender(self) -> Any | None:
         """The SDK's own request pipeline under the publisher client (its credential policy, retries
@@ -60,15 +62,14 @@ class EventGridEventPublisher:
         gets the events through its public ``send``."""
         if not events:
             return
-        sender = self._sender()
+        sender = self._batch_sender
         try:
             if sender is None:
                 await self._client.send([self._cloud_event(e) for e in events])
                 return
             body = json.dumps([{"specversion": "1.0", **{k: v for k, v in e.items() if v is not None}}
                                for e in events], separators=(",", ":"), allow_nan=False)
-            api_version = getattr(getattr(self._client, "_client", None), "_api_version", None) or API_VERSION
-            request = HttpRequest("POST", self.endpoint, params={"api-version": api_version},
+            request = HttpRequest("POST", self.endpoint, params={"api-version": self._api_version},
                                   headers={"Content-Type": CLOUD_EVENTS_BATCH}, content=body)
             response = await sender.send_request(request)
             if response.status_code != 200:
