@@ -55,6 +55,8 @@ from typing import Annotated, Any, Literal
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from .eventgrid_filters import deliveries, parse_filters
+
 __all__ = [
     "MAX_BATCH_BYTES",
     "TOPIC_ROUTE",
@@ -333,14 +335,14 @@ class LocalEventGridTopic:
         concurrency: int = 8,
         delivery_timeout: float | None = 300.0,
         keep_finished_seconds: float = 7 * 24 * 3600,
-        filters: Mapping[str, Collection[str]] | None = None,
+        filters: Mapping[str, Collection[str] | Mapping[str, Any]] | None = None,
     ) -> None:
         if not key:
             raise ValueError("the local Event Grid topic needs a non-empty key")
         self._key = key.encode("utf-8")
         self._subscribers = tuple(subscribers)
-        #: function -> the event types its subscription includes (a function not named: every type).
-        self._filters = {name: frozenset(types) for name, types in (filters or {}).items()}
+        #: function -> what its subscription lets through (a function not named: every event).
+        self._filters = parse_filters(filters)
         self._deliver = deliver
         self.retry = retry or RetryPolicy()
         self._store = _DeliveryStore(db_path)
@@ -405,8 +407,7 @@ class LocalEventGridTopic:
                 for err in exc.errors(include_url=False))
             return _error(400, "BadRequest", f"invalid CloudEvent: {problems}")
         events: list[dict[str, Any]] = payload
-        pairs = [(event, fn) for event in events for fn in self._subscribers
-                 if fn not in self._filters or event.get("type") in self._filters[fn]]
+        pairs = deliveries(events, self._subscribers, self._filters)
         await asyncio.to_thread(self._store.enqueue, topic, pairs, time.time())
         self._wake.set()
         log.debug("accepted %d event(s) on topic %s for %d subscriber(s)", len(events), topic, len(self._subscribers))

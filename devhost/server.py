@@ -1001,8 +1001,8 @@ class DevHost:
             self.durable = factory(self, loaded)
             await self.durable.start()
 
-        # An app may declare its subscriptions' event type filters (what the Bicep sets as
-        # includedEventTypes): each function then gets only those types, as in Azure.
+        # An app may declare its subscriptions' filters (what the Bicep sets as the subscription's
+        # filter: includedEventTypes, advancedFilters): each function then gets only those events, as in Azure.
         filters = getattr(self.app, "eventgrid_subscriptions", None)
         self.eventgrid = LocalEventGridTopic(
             db_path=self.data_dir / "eventgrid.db", key=self.eventgrid_key,

@@ -57,7 +57,7 @@ from .errors import (
     VoteRecorded,
 )
 from .escalation import Escalations
-from .events.models import EventType, make_event
+from .events.models import DEADLINE_TRACKED, EventType, make_event, tracks_deadline
 from .events.publisher import EventPublisher
 from .links import LinkSigner
 from .notify.models import Recipient
@@ -312,10 +312,10 @@ class HitlService:
             if isinstance(event, RequestInfoEvent):
                 pending = cp.find_pending(event.request_id)
                 if pending is not None:
-                    view = self.request_view(cp, pending)
+                    data = self.request_view(cp, pending).model_dump(mode="json")
+                    data[DEADLINE_TRACKED] = tracks_deadline(data)
                     cp.outbox.append(make_event(EventType.REQUEST_CREATED, workflow=cp.workflow,
-                                                session_id=cp.session_id, call_id=pending.call_id,
-                                                data=view.model_dump(mode="json")))
+                                                session_id=cp.session_id, call_id=pending.call_id, data=data))
         if phase in ("start", "final", "cancel") and cp.status in FINISHED_STATUSES:
             kind = {
                 "completed": EventType.SESSION_COMPLETED,
@@ -335,6 +335,7 @@ class HitlService:
             "deadline": (plain(decision.request) or {}).get("deadline") if decision.request else None,
             "decision": decision.view(),
         }
+        data[DEADLINE_TRACKED] = tracks_deadline(data)
         kind = EventType.REQUEST_EXPIRED if decision.outcome == "expired" else EventType.REQUEST_RESOLVED
         return make_event(kind, workflow=cp.workflow, session_id=cp.session_id, call_id=decision.call_id, data=data)
 

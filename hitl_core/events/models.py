@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -31,6 +32,21 @@ class EventType(enum.StrEnum):
 REQUEST_EVENT_TYPES: frozenset[str] = frozenset(
     {EventType.REQUEST_CREATED, EventType.REQUEST_REMINDER, EventType.REQUEST_ESCALATED}
 )
+
+#: Data key of ``hitl.request.created`` / ``.resolved`` / ``.expired`` events: true when a deadline
+#: orchestration watches the request (see :func:`tracks_deadline`). The ``track_deadlines``
+#: subscription filters on it (an Event Grid advanced filter), so a request without a deadline or an
+#: escalation chain costs no execution of that function.
+DEADLINE_TRACKED = "deadline_tracked"
+
+
+def tracks_deadline(data: Mapping[str, Any]) -> bool:
+    """Whether a deadline orchestration watches the request an event's data describes: the request
+    has a deadline, or its approval policy has an escalation chain (which may begin before any
+    deadline, with a reminder step)."""
+    approval = data.get("approval")
+    return bool(data.get("deadline") or (isinstance(approval, Mapping) and approval.get("escalation")))
+
 
 _NAMESPACE = uuid.UUID("6f1d1c34-8a5e-4a57-9a0e-2d5f3b8e7c11")
 

@@ -18,7 +18,7 @@ from typing import Any
 import azure.durable_functions as df
 import azure.functions as func
 
-from ..events.models import REQUEST_EVENT_TYPES, EventType
+from ..events.models import DEADLINE_TRACKED, REQUEST_EVENT_TYPES, EventType, tracks_deadline
 from .durable import ORCHESTRATOR_NAME, deadline_input
 from .runtime import get_runtime
 
@@ -78,12 +78,20 @@ def deadline_instance_id(session_id: str, call_id: str) -> str:
     return f"hitl-deadline-{digest}"
 
 
-#: The event types each Event Grid trigger is subscribed to: infra/modules/eventgrid-subscription.bicep sets
-#: them as the subscriptions' ``includedEventTypes`` (tests/infra checks the two agree), and the local host
-#: honours them (``app.eventgrid_subscriptions``), so neither function is woken for events it ignores.
-SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
-    "notify_reviewers": (EventType.REQUEST_CREATED, EventType.REQUEST_REMINDER, EventType.REQUEST_ESCALATED),
-    "track_deadlines": (EventType.REQUEST_CREATED, EventType.REQUEST_RESOLVED, EventType.REQUEST_EXPIRED),
+#: What each Event Grid trigger function's subscription delivers to it, in the shape of the subscription's
+#: ``filter`` property: infra/modules/eventgrid-subscription.bicep sets exactly these (tests/infra checks the
+#: two agree), and the local host honours them (``app.eventgrid_subscriptions``), so no function is woken
+#: for an event it ignores. ``track_deadlines`` only gets events whose request a deadline orchestration
+#: watches (an advanced filter on ``data.deadline_tracked``): most requests have no deadline, and each
+#: event it was woken for only to return would be an execution billed in Azure.
+SUBSCRIPTIONS: dict[str, dict[str, Any]] = {
+    "notify_reviewers": {
+        "includedEventTypes": [EventType.REQUEST_CREATED, EventType.REQUEST_REMINDER, EventType.REQUEST_ESCALATED],
+    },
+    "track_deadlines": {
+        "includedEventTypes": [EventType.REQUEST_CREATED, EventType.REQUEST_RESOLVED, EventType.REQUEST_EXPIRED],
+        "advancedFilters": [{"operatorType": "BoolEquals", "key": f"data.{DEADLINE_TRACKED}", "value": True}],
+    },
 }
 
 
@@ -111,9 +119,11 @@ async def track_deadlines(event: TriggerEvent, client: df.DurableOrchestrationCl
     session_id, call_id = data.get("session_id"), data.get("call_id")
     if not session_id or not call_id:
         return
+    if not tracks_deadline(data):
+        return  # no deadline, no chain (the subscription's filter keeps these away; older events lack the flag)
     instance_id = deadline_instance_id(session_id, call_id)
     chained = bool((data.get("approval") or {}).get("escalation"))
-    if event_type == EventType.REQUEST_CREATED and (data.get("deadline") or chained):
+    if event_type == EventType.REQUEST_CREATED:
         status = await client.get_status(instance_id)
         if status is not None and getattr(status, "runtime_status", None) is not None:
             return  # already tracked (Event Grid redelivered the event)

@@ -3,7 +3,8 @@
 //
 //   notify-reviewers -> notify_reviewers   created, reminder, escalated (tell people to act)
 //   track-deadlines  -> track_deadlines    created, resolved, expired   (start / end the per-request
-//                                          deadline orchestration `request_deadline`, Durable Functions)
+//                                          deadline orchestration `request_deadline`, Durable Functions),
+//                                          only when data.deadline_tracked is true
 //
 // The destination is the function resource itself (endpoint type AzureFunction), so no function
 // key is read or stored here.
@@ -96,8 +97,10 @@ resource notifySubscription 'Microsoft.EventGrid/topics/eventSubscriptions@2025-
   }
 }
 
-// track_deadlines starts a request's deadline orchestration when it is created with a deadline,
-// and ends it when the request is resolved or expired.
+// track_deadlines starts a request's deadline orchestration when it is created with a deadline
+// or an escalation chain, and ends it when the request is resolved or expired. The advanced filter
+// lets through only the events whose data says a deadline orchestration watches the request
+// (hitl_core.events.models.DEADLINE_TRACKED): requests without one wake no execution.
 resource deadlineSubscription 'Microsoft.EventGrid/topics/eventSubscriptions@2025-02-15' = if (contains(functionNames, 'track_deadlines')) {
   parent: topic
   name: 'track-deadlines'
@@ -120,6 +123,13 @@ resource deadlineSubscription 'Microsoft.EventGrid/topics/eventSubscriptions@202
         'hitl.request.created'
         'hitl.request.resolved'
         'hitl.request.expired'
+      ]
+      advancedFilters: [
+        {
+          operatorType: 'BoolEquals'
+          key: 'data.deadline_tracked'
+          value: true
+        }
       ]
     }
     retryPolicy: deliveryRetryPolicy

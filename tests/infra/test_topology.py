@@ -28,14 +28,18 @@ SUBSCRIPTION_MODULE = "infra/modules/eventgrid-subscription.bicep"
 
 # What each Event Grid trigger function of the app consumes: the filter of its subscription, as the app
 # declares it (the local host delivers by the same table).
-EVENT_FILTERS: dict[str, frozenset[str]] = {name: frozenset(str(t) for t in types)
-                                            for name, types in SUBSCRIPTIONS.items()}
+EVENT_FILTERS: dict[str, frozenset[str]] = {name: frozenset(str(t) for t in declared["includedEventTypes"])
+                                            for name, declared in SUBSCRIPTIONS.items()}
 
 
 def test_the_declared_filters_cover_what_each_function_handles() -> None:
     assert EVENT_FILTERS["notify_reviewers"] == frozenset(str(t) for t in REQUEST_EVENT_TYPES)
     assert EVENT_FILTERS["track_deadlines"] == {str(EventType.REQUEST_CREATED), str(EventType.REQUEST_RESOLVED),
                                                 str(EventType.REQUEST_EXPIRED)}
+    # track_deadlines is woken only for requests a deadline orchestration watches
+    assert SUBSCRIPTIONS["track_deadlines"]["advancedFilters"] == [
+        {"operatorType": "BoolEquals", "key": "data.deadline_tracked", "value": True}]
+    assert "advancedFilters" not in SUBSCRIPTIONS["notify_reviewers"]
 
 
 _FUNCTION_DESTINATION = re.compile(r"/functions/([A-Za-z_][A-Za-z0-9_]*)$")
@@ -148,6 +152,10 @@ def test_event_subscription_delivers_its_events_to_its_function(
     # the trigger functions take one event per invocation
     assert props["destination"]["properties"]["maxEventsPerBatch"] == 1
     assert set(literal(props["filter"]["includedEventTypes"])) == EVENT_FILTERS[function]
+    # the advanced filters are the app's, operator for operator (the local host applies the same ones)
+    declared = SUBSCRIPTIONS[function].get("advancedFilters", [])
+    assert literal(props["filter"].get("advancedFilters", [])) == json.loads(json.dumps(declared))
+    assert set(props["filter"]) <= {"includedEventTypes", "advancedFilters"}
     # created only once the function is deployed: when main.bicep passes its name
     assert subscription.conditional
     template = infra_scan.template(subscription.file)

@@ -42,7 +42,7 @@ import pytest
 from devhost.durable import DURABLE_WEBHOOK_PREFIX, LocalDurableRuntime
 from devhost.worker import Invocation, WorkerApp
 from devhost.worker_protocol import ParameterBinding, RpcHttp, TypedData
-from hitl_core.events.models import EventType, make_event
+from hitl_core.events.models import DEADLINE_TRACKED, EventType, make_event, tracks_deadline
 from hitl_core.functions import get_runtime
 from hitl_core.functions.durable import ORCHESTRATOR_NAME, deadline_input
 from hitl_core.functions.events import deadline_instance_id
@@ -643,6 +643,7 @@ def request_event(event_type: EventType, session_id: str, call_id: str, deadline
                 "response_schema": {}, "approvers": [f"user:{EXPENSE_MANAGER}"], "status": "pending"}
     else:  # what HitlService._resolved_event announces
         data = {**common, "status": "answered", "decision": {"call_id": call_id, "outcome": "answered"}}
+    data[DEADLINE_TRACKED] = tracks_deadline(data)  # as the service marks it (the subscription filters on it)
     return make_event(event_type, workflow="expense-approval", session_id=session_id, call_id=call_id, data=data)
 
 
