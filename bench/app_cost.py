@@ -415,9 +415,11 @@ def main() -> None:
                 after = sink_stats(topic)
                 r["events_published_per_cycle"] = round((after["events"] - before["events"])
                                                         / (2 * ns.calls + ns.warmup), 2)
-                # Azure's subscriptions filter by type (infra/modules/eventgrid-subscription.bicep):
-                # notify_reviewers gets hitl.request.created, track_deadlines created and resolved
-                r["events_delivered_in_azure_per_cycle"] = 3
+                # what Azure's subscriptions (their filters: infra/modules/eventgrid-subscription.bicep) deliver
+                delivered = {fn: n - before["deliveries"].get(fn, 0) for fn, n in after["deliveries"].items()}
+                r["deliveries_in_azure_per_cycle"] = {fn: round(n / (2 * ns.calls + ns.warmup), 2)
+                                                      for fn, n in delivered.items()}
+                r["events_delivered_in_azure_per_cycle"] = round(sum(r["deliveries_in_azure_per_cycle"].values()), 2)
                 r["per_1000_decisions"] = per_thousand(r)
                 results["backends"][backend] = r
                 print(f"{backend}: start {r['start']['cpu_ms_per_call_with_background']} ms CPU, decide "
