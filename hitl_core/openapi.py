@@ -92,7 +92,8 @@ def _app_pages(session_id: dict[str, Any]) -> dict[str, Any]:
             "post": {**op("appDecide", "Answer through the form", {**signed_in, **posted}, session_id, call_id),
                      "requestBody": {"required": True, "content": form}}},
         "/api/app/sessions/{session_id}/requests/{call_id}/claim": {"post": {
-            **op("appClaim", "Claim or release (action=claim|release)", posted, session_id, call_id),
+            **op("appClaim", "Claim or release (action=claim|release)", {**posted, 404: signed_in[404]},
+                 session_id, call_id),
             "requestBody": {"required": True, "content": form}}},
         "/api/app/sessions/{session_id}": {"get": op("appSession", "A session and its verified audit trail",
                                                      signed_in, session_id)},

@@ -17,6 +17,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import math
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -27,7 +28,7 @@ from pydantic import ValidationError
 
 from .access import ADMINS, AUDITORS, AccessPolicy, Caller, Identity, grant_reader
 from .audit import append_record, verify_chain
-from .checkpoint.base import CheckpointStorage, DelegationStorage
+from .checkpoint.base import CheckpointStorage, DelegationStorage, OutboxClearing
 from .checkpoint.models import (
     FINISHED_STATUSES,
     AuditRecord,
@@ -82,6 +83,8 @@ logger = logging.getLogger("hitl_core.service")
 
 SYSTEM_ACTOR = "system"
 _PUBLISHED_MEMORY = 10_000
+#: Outbox clean-ups fall due on multiples of this, so those of sessions published close together share a write.
+_CLEAR_TICK_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,11 @@ class HitlService:
             self.workflows[spec.name] = workflow
         self._background: set[asyncio.Task[None]] = set()
         self._clears: dict[str, asyncio.TimerHandle] = {}
+        #: session -> the latest version this process published (what a clean-up may clear in place)
+        self._clear_versions: dict[str, str] = {}
+        #: sessions whose clean-up is due, gathered so that one write clears them all
+        self._due_clears: dict[str, str | None] = {}
+        self._clearing: asyncio.Task[None] | None = None
         self.outbox_clear_delay = 1.0
         #: Ids this process has published; pruned from outboxes at the next write of the session.
         self._published: OrderedDict[str, None] = OrderedDict()
@@ -367,6 +375,7 @@ class HitlService:
         if gate is not None and gate.latest is not None and gate.latest.version != stored.version:
             gate.latest = None  # another act of this process wrote the session: answers queued there re-read
         if not stored.checkpoint.outbox:
+            self._cancel_clear(stored.checkpoint.session_id)  # this write emptied the outbox already
             return
         events = self.unpublished(stored.checkpoint.outbox)
         try:
@@ -379,24 +388,51 @@ class HitlService:
             self._published[event["id"]] = None
         while len(self._published) > _PUBLISHED_MEMORY:
             self._published.popitem(last=False)
-        self._schedule_clear(stored.checkpoint.session_id)
+        self._schedule_clear(stored.checkpoint.session_id, stored.version)
 
-    def _schedule_clear(self, session_id: str) -> None:
+    def _schedule_clear(self, session_id: str, version: str) -> None:
         """Remove published events from the outbox a little later, unless a write does it first.
 
         The next write of a session drops what this process published (see the save hook), so a
-        session that is decided soon after it was started needs no clean-up write of its own.
+        session that is decided soon after it was started needs no clean-up write of its own. The
+        time is rounded up to a tick, so the clean-ups of sessions published close together fall
+        due together and a storage that can (:class:`OutboxClearing`) does them in one write.
         """
+        self._clear_versions[session_id] = version
         if session_id in self._clears:
             return
         loop = asyncio.get_running_loop()
-        self._clears[session_id] = loop.call_later(self.outbox_clear_delay, self._run_clear, session_id)
+        due = math.ceil((loop.time() + self.outbox_clear_delay) / _CLEAR_TICK_SECONDS) * _CLEAR_TICK_SECONDS
+        self._clears[session_id] = loop.call_at(due, self._run_clear, session_id)
+
+    def _cancel_clear(self, session_id: str) -> None:
+        handle = self._clears.pop(session_id, None)
+        if handle is not None:
+            handle.cancel()
+        self._clear_versions.pop(session_id, None)
 
     def _run_clear(self, session_id: str) -> None:
         self._clears.pop(session_id, None)
-        task = asyncio.get_running_loop().create_task(self._clear_outbox(session_id))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._due_clears[session_id] = self._clear_versions.pop(session_id, None)
+        if self._clearing is None:  # the timers of one tick all fire before this task runs
+            task = asyncio.get_running_loop().create_task(self._clear_due())
+            self._clearing = task
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _clear_due(self) -> None:
+        """Clear every due outbox: in place and in one write where the storage can, else one by one."""
+        due, self._due_clears, self._clearing = self._due_clears, {}, None
+        cleared: set[str] = set()
+        in_place = {sid: version for sid, version in due.items() if version is not None}
+        if in_place and isinstance(self.storage, OutboxClearing):
+            try:
+                cleared = await self.storage.clear_outboxes(in_place)
+            except StorageError as exc:
+                logger.warning("clearing %d outbox(es) failed: %s", len(in_place), exc)
+        for session_id in due:
+            if session_id not in cleared:  # written since, or held by a continuation: read and decide
+                await self._clear_outbox(session_id)
 
     async def _clear_outbox(self, session_id: str) -> None:
         """Best effort: an outbox left full is only republished later (same ids), never lost."""

@@ -13,7 +13,7 @@ import base64
 import datetime as dt
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import CheckpointTooLargeError, StorageError
@@ -125,6 +125,23 @@ class CheckpointStorage(Protocol):
 
     async def close(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class OutboxClearing(Protocol):
+    """A storage that empties published outboxes without reading and rewriting each session.
+
+    Why: once its events are published, a session's outbox is emptied so the sweep will not send
+    them again. Through :class:`CheckpointStorage` that is a read, a decode, an encode and a whole
+    document rewrite per session; a storage that can edit the document in place does it for many
+    sessions in one write. Optional: the service reads and rewrites on storages without it.
+    """
+
+    async def clear_outboxes(self, versions: Mapping[str, str]) -> set[str]:
+        """Empty the outbox of each session (id -> version) that is still at that version and not
+        ``running`` (a continuation holds it; it clears after its own write), in one write. Returns
+        the ids it cleared; their version moves on, as after any write."""
         ...
 
 

@@ -36,7 +36,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -321,6 +321,26 @@ class SqliteCheckpointStorage:
         if self._saves % _PURGE_EVERY == 0:
             self.purge_expired()
         return str(new_version)
+
+    async def clear_outboxes(self, versions: Mapping[str, str]) -> set[str]:
+        """Empty published outboxes in one transaction, editing each document in place (SQLite's
+        ``json_set``): no read, no decode or encode in Python, and no index row changes (the outbox
+        is in none). Only sessions still at the given version and not running are touched."""
+        wanted = [(sid, int(version)) for sid, version in versions.items() if version.isdigit()]
+        if not wanted:
+            return set()
+        now = self._now()
+        cleared: set[str] = set()
+        with self._transaction() as db:
+            for sid, version in wanted:
+                cur = db.execute(
+                    "UPDATE sessions SET doc = json_set(doc, '$.outbox', json('[]')), version = version + 1"
+                    " WHERE session_id = ? AND version = ? AND status != 'running'"
+                    " AND (expires_at IS NULL OR expires_at > ?)",
+                    (sid, version, now))
+                if cur.rowcount == 1:
+                    cleared.add(sid)
+        return cleared
 
     @staticmethod
     def _write_index_rows(db: sqlite3.Connection, checkpoint: WorkflowCheckpoint,
