@@ -153,7 +153,7 @@ class Host:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HITL_")}
         env.update({"HITL_DATA_DIR": str(self.data_dir), "HITL_PORT": str(self.port), **DIRECTORY, **self.env})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "devhost", "--app", "function_app:app", "--port", str(self.port),
+            [sys.executable, "-m", "devhost", "--app", "function_app:app", "--no-access-log", "--port", str(self.port),
              "--data-dir", str(self.data_dir), "--smtp-port", str(self.smtp_port)],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(self.data_dir / "host.log", "ab"),
         )

@@ -166,7 +166,7 @@ class ProfiledHost(Host):
         env.update({"HITL_DATA_DIR": str(self.data_dir), "HITL_PORT": str(self.port), **DIRECTORY, **self.env})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pyinstrument", "-i", "0.001", "-r", "pyisession", "-o", str(self.stats_path),
-             "-m", "devhost", "--app", "function_app:app", "--port", str(self.port),
+             "-m", "devhost", "--app", "function_app:app", "--no-access-log", "--port", str(self.port),
              "--data-dir", str(self.data_dir), "--smtp-port", str(self.smtp_port)],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(self.data_dir / "host.log", "ab"),
         )

@@ -73,6 +73,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, default=None, help="state folder (default HITL_DATA_DIR or .hitl)")
     parser.add_argument("--smtp-port", type=int, default=0, help="SMTP sink port (default: a free port)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
+    parser.add_argument("--no-access-log", dest="access_log", action="store_false",
+                        help="no line per HTTP request (the benchmarks: in Azure the host, not the app, writes it)")
     return parser.parse_args(argv)
 
 
@@ -273,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("cannot import the app %s", args.app)
         return 1
     host = DevHost(app, port=port, sock=sock, data_dir=data_dir, app_dir=app_dir, smtp=sink,
-                   eventgrid_key=topic_key, on_stop=[_close_app_runtime])
+                   eventgrid_key=topic_key, on_stop=[_close_app_runtime], access_log=args.access_log)
     worker_note = (f"Loaded by the Azure Functions worker (azure-functions-runtime {worker_view.runtime_version}): "
                    f"all {len(worker_view.metadata)} functions index and load as in Azure.")
     return asyncio.run(_serve(host, args.app, applied, worker_note))

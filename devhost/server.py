@@ -867,11 +867,13 @@ class DevHost:
         timers: bool = True,
         shutdown_timeout: float = 10.0,
         on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+        access_log: bool = True,
     ) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"the devhost binds loopback addresses only (it checks no keys), not {host!r}")
         self.app = app
         self.host = host
+        self._access_log = access_log
         self._port = port
         self.data_dir = Path(data_dir)
         self.app_dir = Path(app_dir) if app_dir is not None else None
@@ -1022,7 +1024,7 @@ class DevHost:
         # [\s\S]: every path, control characters (a %0A in a route value) included — the app answers, as in Azure
         web_app.router.add_route("*", r"/{tail:[\s\S]*}", self._dispatch_http)
         self._runner = web.AppRunner(web_app, access_log_class=_AccessLogger,
-                                     access_log=logging.getLogger("hitl.devhost.access"),
+                                     access_log=logging.getLogger("hitl.devhost.access") if self._access_log else None,
                                      shutdown_timeout=self._shutdown_timeout, handle_signals=False)
         await self._runner.setup()
         site = web.SockSite(self._runner, sock)

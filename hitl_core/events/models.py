@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+from pydantic_core import to_jsonable_python
 
 
 class EventType(enum.StrEnum):
@@ -81,15 +82,22 @@ def make_event(
     discriminator: str = "",
     time: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """Build the JSON form of one event (what goes into the outbox and onto the wire)."""
+    """Build the JSON form of one event (what goes into the outbox and onto the wire).
+
+    The dict is written out with the fields of :class:`HitlCloudEvent`, in its order, rather than
+    built as that model and dumped: every event is made on a write's hot path, and the model would
+    walk the data a second time only to find it is already JSON (``to_jsonable_python`` turns what
+    is not — a datetime, a model — into JSON, as ``model_dump(mode="json")`` did).
+    """
     subject = f"sessions/{session_id}/requests/{call_id}" if call_id else f"sessions/{session_id}"
     moment = time or dt.datetime.now(dt.UTC)
-    return HitlCloudEvent(
-        id=event_id(session_id, call_id, str(event_type), discriminator),
-        source=f"/workflows/{workflow}",
-        type=str(event_type),
-        subject=subject,
-        time=moment.isoformat(),
-        data=data,
-    ).model_dump(mode="json")
-
+    return {
+        "id": event_id(session_id, call_id, str(event_type), discriminator),
+        "source": f"/workflows/{workflow}",
+        "type": str(event_type),
+        "specversion": "1.0",
+        "subject": subject,
+        "time": moment.isoformat(),
+        "datacontenttype": "application/json",
+        "data": to_jsonable_python(data),
+    }

@@ -107,7 +107,11 @@ async def notify_reviewers(event: TriggerEvent) -> None:
     except InvalidEventError as exc:  # redelivery cannot fix a malformed event: log it, let it go
         logger.error("notification event %s is malformed: %s", envelope["id"], exc)
         return
-    logger.info("notification for %s: %s", envelope["id"], getattr(result, "status", result))
+    status = getattr(result, "status", result)
+    # an ignored event (no channel configured) is every event of a deployment without notifications:
+    # not worth a log line each (in Azure every line is shipped to Application Insights)
+    logger.log(logging.DEBUG if status == "ignored" else logging.INFO, "notification for %s: %s",
+               envelope["id"], status)
 
 
 @bp.event_grid_trigger(arg_name="event")

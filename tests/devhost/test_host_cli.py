@@ -90,3 +90,22 @@ def test_the_cli_serves_the_app_and_stops_cleanly_on_sigint(tmp_path: Path) -> N
     assert key and key not in banner + rest + logs  # the topic key is never printed or logged
     assert (data / "mailbox.jsonl").exists()
     assert (data / "eventgrid.db").exists()
+
+
+def test_no_access_log_leaves_out_the_line_per_request_and_nothing_else(tmp_path: Path) -> None:
+    """``--no-access-log`` (the benchmarks' setting) drops only the per-request lines; without it each
+    request is logged, its query (decision links carry tokens there) left out."""
+    from tests.e2e.host import LocalHost
+
+    logs = {}
+    for name, options in (("quiet", ("--no-access-log",)), ("default", ())):
+        host = LocalHost(tmp_path / name, options=options)
+        host.start()
+        try:
+            assert httpx.get(f"{host.base}/api/health?token=secret", timeout=10).status_code == 200
+        finally:
+            host.stop()
+        logs[name] = host.log()
+    assert "GET /api/health -> 200" in logs["default"] and "secret" not in logs["default"]
+    assert "GET /api/health" not in logs["quiet"]
+    assert "Loaded by the Azure Functions worker" in logs["quiet"]  # the banner and other logs remain

@@ -25,8 +25,10 @@ DEFAULT_USER = "rita"
 class LocalHost:
     """One devhost process; ``restart()`` keeps the data folder and port."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None,
+                 options: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
+        self.options = options  # more command-line options of python -m devhost
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.extra_env = dict(env or {})
@@ -42,7 +44,7 @@ class LocalHost:
         with open(self.log_path, "a") as log:  # the child keeps its own handle
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "devhost", "--app", "function_app:app", "--port", str(self.port),
-                 "--data-dir", str(self.data_dir)],
+                 "--data-dir", str(self.data_dir), *self.options],
                 cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, text=True,
             )
         deadline = time.monotonic() + 60
