@@ -18,20 +18,26 @@ from .checkpoint.base import CheckpointStorage
 from .directory import Directory
 from .settings import Settings
 from .workflow.executor import Executor
+from .workflow.runner import ResumeMode
 from .workflow.workflow import Workflow
 
 
 def human_loop(name: str, executor: Executor, storage: CheckpointStorage, *,
-               request_info_id: str = "request_info") -> Workflow:
+               request_info_id: str = "request_info", resume_mode: ResumeMode = "claim") -> Workflow:
     """The shape most approval workflows take: one executor that asks people (through a
     :class:`RequestInfoExecutor` with id ``request_info_id``) and handles their answers, checkpointed
-    in ``storage``. Written once so each workflow module holds only its own logic."""
+    in ``storage``. Written once so each workflow module holds only its own logic.
+
+    ``resume_mode`` is the workflow's to choose (see :meth:`WorkflowBuilder.with_checkpointing`):
+    ``"claim"`` runs the handlers exactly once per decision at the price of a second write;
+    ``"optimistic"`` suits handlers that only touch workflow state."""
     from .workflow.request_info import RequestInfoExecutor
     from .workflow.workflow import WorkflowBuilder
 
     request_info = RequestInfoExecutor(id=request_info_id)
     return (WorkflowBuilder(name=name).set_start_executor(executor).add_edge(executor, request_info)
-            .add_edge(request_info, executor).with_checkpointing(checkpoint_storage=storage).build())
+            .add_edge(request_info, executor).with_checkpointing(checkpoint_storage=storage, resume_mode=resume_mode)
+            .build())
 
 
 def _identity(model: BaseModel) -> Any:

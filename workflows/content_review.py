@@ -96,7 +96,10 @@ class Editor(Executor):
 
 
 def build(storage: CheckpointStorage, settings: Settings) -> Workflow:
-    return human_loop(NAME, Editor(), storage)
+    # The handlers only touch workflow state (revise() is a pure function here), so a decision needs no
+    # claim write: one read and one conditional write, and of concurrent decisions exactly one commits
+    # (the others are told it was decided). A handler with outside effects would keep the default claim.
+    return human_loop(NAME, Editor(), storage, resume_mode="optimistic")
 
 
 SPEC = WorkflowSpec(name=NAME, input_model=ContentReviewInput, build=build,

@@ -15,7 +15,9 @@ deterministic:
 
 People are the demo directory's (devhost/demo-directory.json): ``rita`` starts and decides (the
 ``reviewers`` role decides a content-review without named reviewers), and each of the role's two
-members, rita and ron, is e-mailed a message of their own about every request.
+members, rita and ron, is e-mailed a message of their own about every request. The claim window
+needs a workflow that claims: content-review resumes optimistically (no claim write), so that test
+uses expense-approval, which claims: ``ed`` claims an expense and his manager ``amy`` decides.
 """
 
 from __future__ import annotations
@@ -232,14 +234,22 @@ class DiesAfterFirstWrite:
         return getattr(self.inner, name)
 
 
+#: expense-approval (resume_mode "claim"): ed's expense, under the 1,000 that also needs finance
+EXPENSE_START = "/api/workflows/expense-approval/sessions"
+EXPENSE = {"employee": "ed", "amount": 200, "currency": "EUR", "description": "train to the client"}
+EMPLOYEE, MANAGER, MANAGER_EMAIL = "ed", "amy", "amy@example.com"
+EXPENSE_APPROVE: dict[str, Any] = {"approved": True, "comment": "fine"}
+
+
 async def decide_and_die_after_the_claim(db: Path, call_id: str, lease: int) -> None:
     """The decision's process: its claim reaches the store, then it is killed mid-continuation."""
     storage = SqliteCheckpointStorage(db)
     service = HitlService(settings=Settings(resume_lease_seconds=lease), storage=DiesAfterFirstWrite(storage),
                           publisher=NullEventPublisher(), workflows=workflows.ALL,
-                          directory=FileDirectory.from_path(DEMO_DIRECTORY))  # as the host: rita reviews
+                          directory=FileDirectory.from_path(DEMO_DIRECTORY))  # as the host: amy manages ed
+    assert service.workflows["expense-approval"].resume_mode == "claim"
     try:
-        await service.respond("claimed", call_id, APPROVE, caller=Caller(user=REVIEWER, source="test"))
+        await service.respond("claimed", call_id, EXPENSE_APPROVE, caller=Caller(user=MANAGER, source="test"))
     except ProcessKilled:
         return
     finally:
@@ -252,22 +262,23 @@ def test_continuation_killed_after_its_claim_is_finished_by_the_next_read(tmp_pa
     host = LocalHost(tmp_path / "data", {**RECIPIENTS, "HITL_RESUME_LEASE_SECONDS": str(lease)})
     host.start()
     try:
-        with host.client() as client:
-            started = client.post(START, json={"session_id": "claimed", "input": {"draft": "draft of claimed"}})
+        with host.client(EMPLOYEE) as client:
+            started = client.post(EXPENSE_START, json={"session_id": "claimed", "input": EXPENSE})
             assert started.status_code == 201, started.text
         call_id = started.json()["pending_requests"][0]["call_id"]
-        # the request is announced (each reviewer e-mailed) before the crash, while it is still pending
+        # the request is announced (the manager e-mailed) before the crash, while it is still pending
         announced_by = time.monotonic() + 20
-        while recipients_of(mails_for(host, "claimed")) != sorted(REVIEWER_EMAILS):
-            assert time.monotonic() < announced_by, f"not announced to the reviewers: {mails_for(host, 'claimed')}"
+        while recipients_of(mails_for(host, "claimed")) != [MANAGER_EMAIL]:
+            assert time.monotonic() < announced_by, f"not announced to the manager: {mails_for(host, 'claimed')}"
             time.sleep(0.2)
         host.kill()
         asyncio.run(decide_and_die_after_the_claim(host.data_dir / "checkpoints.db", call_id, lease))
         lease_ends = time.monotonic() + lease
         host.start()
-        with host.client() as client:
+        with host.client(MANAGER) as client:
             early = client.get("/api/sessions/claimed").json()
-            again = client.post("/api/sessions/claimed/responses", json={"call_id": call_id, "result": APPROVE})
+            again = client.post("/api/sessions/claimed/responses",
+                                json={"call_id": call_id, "result": EXPENSE_APPROVE})
             time.sleep(max(0.0, lease_ends - time.monotonic()) + 0.2)
             view = client.get("/api/sessions/claimed").json()  # the lease ran out: this read finishes it
             audit = client.get("/api/sessions/claimed/audit", params={"verify": "true"}).json()
@@ -276,12 +287,13 @@ def test_continuation_killed_after_its_claim_is_finished_by_the_next_read(tmp_pa
     finally:
         host.stop()
     assert early["status"] == "running"  # held by the dead claimer until its lease runs out
-    assert again.status_code == 409 and again.json()["decision"]["result"] == APPROVE, again.text
-    assert view["status"] == "completed" and view["outputs"] == [{"published": "draft of claimed"}], view
-    assert [(d["call_id"], d["result"]) for d in view["decisions"]] == [(call_id, APPROVE)]
+    assert again.status_code == 409 and again.json()["decision"]["result"] == EXPENSE_APPROVE, again.text
+    assert view["status"] == "completed" and view["outputs"] == [
+        {"status": "approved", "amount": 200, "decided_by": [MANAGER]}], view
+    assert [(d["call_id"], d["result"]) for d in view["decisions"]] == [(call_id, EXPENSE_APPROVE)]
     assert [(r["action"], r["call_id"], r["actor"]) for r in audit["records"]] == [
-        ("started", None, REVIEWER), ("decided", call_id, REVIEWER)]
+        ("started", None, EMPLOYEE), ("decided", call_id, MANAGER)]
     assert audit["verification"]["valid"] is True
-    # the request was announced once to each reviewer (a message of their own), not again after the crash
+    # the request was announced once to the manager, not again after the crash
     assert len({m["headers"]["X-HITL-Event-Id"] for m in mails}) == 1, mails
-    assert recipients_of(mails) == sorted(REVIEWER_EMAILS), recipients_of(mails)
+    assert recipients_of(mails) == [MANAGER_EMAIL], recipients_of(mails)
