@@ -19,8 +19,10 @@ may start but not decide. A call that is refused counts as an error in the resul
 
 E-mail: without ``--notify`` the host runs with ``HITL_SMTP_HOST=off`` (the local host then mails
 nothing, not even to its sink) and the run checks the mailbox is empty at the end; with
-``--notify`` the devhost's SMTP sink receives hitl's e-mails (one per reviewer per request: rita
-and ron) and the floor's (one per start, addressed to both reviewers).
+``--notify`` both servers mail :mod:`bench.mail_sink`, a stand-in relay in a process of its own (in
+Azure the relay is outside the app, so neither server pays for the receiving side): hitl's e-mails
+(one per reviewer per request: rita and ron) and the floor's (one per start, addressed to both
+reviewers).
 
 Goal (issue "Service cost you can reproduce"): hitl >= 0.5x the floor's cycles/s and <= 2x its p99.
 
@@ -183,24 +185,60 @@ class Host:
         return _stop(self.proc)
 
 
+class MailRelay:
+    """``python -m bench.mail_sink``: the outside mail relay both servers send to with ``--notify``.
+
+    In a process of its own, so the relay's side of SMTP is in neither server's CPU (in Azure the
+    relay is a service of its own), as the floor's e-mails already were not in the floor's."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self.port = free_port()
+        self.smtp_port = free_port()
+        self.work_dir = work_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HITL_")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.mail_sink", "--port", str(self.port), "--smtp-port", str(self.smtp_port)],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(self.work_dir / "mail_sink.log", "ab"))
+        _wait_healthy(f"http://127.0.0.1:{self.port}/stats", self.proc, "mail sink")
+
+    def app_settings(self) -> dict[str, str]:
+        """How the local host's app reaches it (plain SMTP on loopback)."""
+        return {"HITL_SMTP_HOST": "127.0.0.1", "HITL_SMTP_PORT": str(self.smtp_port), "HITL_SMTP_STARTTLS": "false"}
+
+    def mails(self) -> dict[str, int]:
+        """Messages received, hitl's and the floor's apart (by envelope sender)."""
+        by_sender: dict[str, int] = _get_json(f"http://127.0.0.1:{self.port}/stats")["by_sender"]
+        floor = sum(n for sender, n in by_sender.items() if FLOOR_SENDER in sender)
+        total = sum(by_sender.values())
+        return {"total": total, "hitl": total - floor, "floor": floor}
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+
+
 class FloorServer:
     """``python -m bench.floor`` publishing to the host's local topic (and mailing its sink)."""
 
-    def __init__(self, work_dir: Path, host: Host, *, notify: bool) -> None:
+    def __init__(self, work_dir: Path, host: Host, *, smtp_port: int | None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.work_dir = work_dir
         self.db = work_dir / "floor.db"
         self.host = host
-        self.notify = notify
+        self.smtp_port = smtp_port
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "bench.floor", "--port", str(self.port), "--db", str(self.db),
                "--topic-endpoint", self.host.topic_url, "--topic-key-file", str(self.host.topic_key_file)]
-        if self.notify:
-            cmd += ["--smtp-port", str(self.host.smtp_port)]
+        if self.smtp_port:
+            cmd += ["--smtp-port", str(self.smtp_port)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("HITL_")}
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                      stderr=open(self.work_dir / "floor.log", "ab"))
@@ -445,19 +483,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hitl-load-") as tmp:
         data_dir = Path(tmp) / "hitl"
         data_dir.mkdir()
-        # HITL_SMTP_HOST=off: the local host mails nothing (unset, it would fill in its own sink)
-        env = {"HITL_NOTIFY_DEFAULT_RECIPIENTS": "reviewers@example.test"} if ns.notify else {"HITL_SMTP_HOST": "off"}
+        # HITL_SMTP_HOST=off: the local host mails nothing (unset, it would fill in its own sink);
+        # with --notify both servers mail the relay in a process of its own
+        relay = MailRelay(Path(tmp) / "relay") if ns.notify else None
+        if relay is not None:
+            relay.start()
+        env = ({"HITL_NOTIFY_DEFAULT_RECIPIENTS": "reviewers@example.test", **relay.app_settings()}
+               if relay is not None else {"HITL_SMTP_HOST": "off"})
         host = Host(data_dir, env)
         host.start()
-        floor = FloorServer(Path(tmp) / "floor", host, notify=ns.notify)
+        floor = FloorServer(Path(tmp) / "floor", host, smtp_port=relay.smtp_port if relay is not None else None)
         floor.start()
+
+        def mails() -> dict[str, int]:
+            return relay.mails() if relay is not None else host.mails()
+
         try:
             asyncio.run(run_load(floor.base, 4, 3, "warmf", **people))
             asyncio.run(run_load(host.base, 4, 3, "warm", **people))
             phase = compare("empty_store", host, floor, ns, "a", people)
             results["phases"]["empty_store"] = phase
             results["events"] = host.event_stats()
-            results["emails_in_sink"] = host.mails()
+            results["emails_in_sink"] = mails()
         finally:
             phase_floor_rss = round(floor.stop(), 1)
             phase_host_rss = round(host.stop(), 1)
@@ -475,10 +522,12 @@ def main() -> None:
                 asyncio.run(run_load(floor.base, 4, 3, "warmf2", **people))
                 asyncio.run(run_load(host.base, 4, 3, "warm2", **people))
                 results["phases"][name] = compare(name, host, floor, ns, "b", people)
-                results["emails_in_sink"] = host.mails()
+                results["emails_in_sink"] = mails()
             finally:
                 rss = round(floor.stop(), 1), round(host.stop(), 1)
             results["phases"][name]["floor"]["peak_rss_mib"], results["phases"][name]["hitl"]["peak_rss_mib"] = rss
+        if relay is not None:
+            relay.stop()
     for data in results["phases"].values():
         data["goal"] = goal(data["ratio_hitl_to_floor"])
     results["meta"]["loadavg_after"] = loadavg()

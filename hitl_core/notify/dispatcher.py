@@ -203,6 +203,10 @@ class NotificationDispatcher:
                     personal: list[Notification]) -> None:
         """One message per recipient on channels that address people (each with their own link)."""
         if personal and getattr(channel, "per_recipient", False):
+            send_all = getattr(channel, "send_all", None)
+            if send_all is not None:  # one connection for them all (e-mail)
+                await send_all(event, personal)
+                return
             for message in personal:
                 await channel.send(event, message)
             return

@@ -24,6 +24,7 @@ import hashlib
 import logging
 import smtplib
 import ssl
+from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 from typing import Any, Literal
@@ -136,6 +137,38 @@ class EmailChannel:
         logger.info(
             "e-mail for event %s sent via %s to %d recipient(s)", event.id, self.target, len(recipients)
         )
+
+    async def send_all(self, event: CloudEvent, notifications: Sequence[Notification]) -> None:
+        """Send one message per notification (each person's own) over one SMTP connection.
+
+        Why one connection: a request asks several people, and a connection per message doubles the
+        handshakes (TCP, EHLO, STARTTLS, AUTH) for the relay and for this process. Raises as
+        :meth:`send` does; a failure part-way leaves the channel to be retried whole, as before
+        (each message's ``Message-ID`` is stable, so a copy sent twice is recognisable).
+        """
+        if len(notifications) < 2 or self._choose_backend() != "aiosmtplib":
+            for notification in notifications:
+                await self.send(event, notification)
+            return
+        import aiosmtplib
+
+        messages = [(self.build_message(event, n), list(n.recipients)) for n in notifications]
+        envelope_from = parseaddr(self.sender)[1]
+        try:
+            async with aiosmtplib.SMTP(hostname=self.host, port=self.port, username=self.username,
+                                       password=self._password, start_tls=self.starttls, use_tls=self.use_tls,
+                                       timeout=self.timeout, tls_context=self.tls_context) as smtp:
+                for message, recipients in messages:
+                    errors, _reply = await smtp.send_message(message, sender=envelope_from, recipients=recipients)
+                    refused = {rcpt: resp for rcpt, resp in errors.items() if resp.code >= 300}
+                    if refused:
+                        self._partial(refused.keys())
+        except NotificationDeliveryError:
+            raise
+        except Exception as exc:
+            raise self._failure(exc) from None
+        logger.info("e-mail for event %s sent via %s: %d message(s) on one connection", event.id, self.target,
+                    len(messages))
 
     def _choose_backend(self) -> Literal["aiosmtplib", "smtplib"]:
         if self.backend != "auto":

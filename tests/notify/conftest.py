@@ -147,6 +147,8 @@ class SmtpServer:
     messages: list[tuple[Any, EmailMessage]]
     auth_attempts: list[tuple[str, bytes]]
     lock: threading.Lock
+    #: the SMTP session (one per connection) each message arrived on, in order
+    sessions: list[int] = field(default_factory=list)
 
     def received(self) -> list[EmailMessage]:
         with self.lock:
@@ -165,6 +167,7 @@ class _Handler:
         message = email.message_from_bytes(envelope.content, policy=default_policy)
         with self.server.lock:
             self.server.messages.append((envelope, message))
+            self.server.sessions.append(id(session))
         return "250 Message accepted for delivery"
 
 

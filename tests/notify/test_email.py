@@ -178,3 +178,26 @@ def test_configuration_errors() -> None:
         EmailChannel("h", 25, sender="")
     assert "***" in repr(EmailChannel("h", 25, username="u", password="p4ss", sender="a@b.c"))
     assert "p4ss" not in repr(EmailChannel("h", 25, username="u", password="p4ss", sender="a@b.c"))
+
+
+@pytest.mark.parametrize("starttls", [False, True])
+async def test_each_persons_message_goes_over_one_connection(
+        smtp_factory: Callable[..., SmtpServer], client_tls_context: ssl.SSLContext, starttls: bool) -> None:
+    """A request that asks three people: three messages of their own (each their own link), one SMTP
+    connection (with its TLS handshake and login) instead of three."""
+    server = smtp_factory(auth=True, starttls=starttls)
+    event = CloudEvent.coerce(make_event())
+    people = ["ann@example.com", "bob@example.com", "cat@example.com"]
+    notes = [render_notification(event, now=BASE).model_copy(update={"recipients": [p]}) for p in people]
+    channel = EmailChannel("127.0.0.1", server.port, username=SMTP_USER, password=SMTP_PASSWORD,
+                           starttls=starttls, sender="hitl@example.net", tls_context=client_tls_context)
+    await channel.send_all(event, notes)
+    assert [e.rcpt_tos for e in server.envelopes()] == [[p] for p in people]
+    assert len(set(server.sessions)) == 1 and len(server.auth_attempts) == 1
+
+    refusing = EmailChannel("127.0.0.1", server.port, username=SMTP_USER, password="wrong",
+                            starttls=starttls, sender="hitl@example.net", tls_context=client_tls_context)
+    with pytest.raises(NotificationDeliveryError) as caught:  # a failure is the channel's, to be retried
+        await refusing.send_all(event, notes)
+    assert caught.value.last_status == 535 and "wrong" not in str(caught.value)
+    assert len(server.received()) == 3
