@@ -117,6 +117,17 @@ class CountingStorage:
         return attr
 
 
+class CountingClearingStorage(CountingStorage):
+    """For a storage that empties outboxes in place (``OutboxClearing``): the proxy must offer the
+    method itself, since the service checks for it with ``isinstance`` (static lookup, so
+    ``__getattr__`` would hide it and the service would read and rewrite instead)."""
+
+    async def clear_outboxes(self, versions: Any) -> set[str]:
+        self._tally.calls["clear_outboxes"] += 1
+        cleared: set[str] = await self._inner.clear_outboxes(versions)
+        return cleared
+
+
 class CountingSqlite:
     """sqlite3.Connection stand-in counting statements (BEGIN/COMMIT apart) and the text bound/fetched."""
 
@@ -262,7 +273,10 @@ def instrument(tally: Tally) -> None:
         inner._db = CountingSqlite(inner._db, tally)
     if hasattr(inner, "_container") and inner._container is not None:
         inner._container = CountingContainer(inner._container, tally)
-    service.storage = CountingStorage(inner, tally)
+    from hitl_core.checkpoint.base import OutboxClearing
+
+    proxy = CountingClearingStorage if isinstance(inner, OutboxClearing) else CountingStorage
+    service.storage = proxy(inner, tally)
 
 
 def per_call(before: dict[str, Any], after: dict[str, Any], n: int) -> dict[str, Any]:
