@@ -462,8 +462,10 @@ class HitlService:
         for session_id, handle in list(self._clears.items()):
             handle.cancel()
             self._run_clear(session_id)
-        while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+        while running := [task for task in self._background if not task.done()]:
+            # only tasks still running: a finished task leaves the set by a callback the loop has not run
+            # yet, and gathering finished tasks completes without yielding to it (it would spin)
+            await asyncio.gather(*running, return_exceptions=True)
 
     async def flush(self, session_id: str) -> int:
         """Publish whatever is left in a session's outbox; returns how many events were sent."""

@@ -10,6 +10,8 @@ one) go through that path for every session.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +108,26 @@ async def test_a_storage_without_in_place_clearing_is_cleared_by_read_and_rewrit
     ids = await start_reviews(service, 3)
     await service.drain()
     assert await outboxes(storage, ids) == {sid: [] for sid in ids}
+
+
+def test_drain_returns_while_a_finished_clean_up_is_still_in_the_set() -> None:
+    """A finished task leaves the background set by a callback the loop runs later; drain must not
+    spin on it (gathering finished tasks completes without yielding, so that callback never ran).
+    Run on a thread of its own so that a spinning drain fails the test instead of hanging it."""
+    service = service_on(InMemoryCheckpointStorage(), InMemoryEventPublisher())
+    finished: dict[str, bool] = {}
+
+    def run() -> None:
+        async def drain_with_a_finished_task() -> None:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            service._background.add(done)  # type: ignore[arg-type]
+            await service.drain()
+
+        asyncio.run(drain_with_a_finished_task())
+        finished["drained"] = True
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    assert finished.get("drained"), "drain() kept looping over a task that had finished"
