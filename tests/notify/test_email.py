@@ -201,3 +201,32 @@ async def test_each_persons_message_goes_over_one_connection(
         await refusing.send_all(event, notes)
     assert caught.value.last_status == 535 and "wrong" not in str(caught.value)
     assert len(server.received()) == 3
+
+
+def test_messages_are_what_the_default_policy_makes() -> None:
+    """The channel's policy only makes each header class once: the bytes on the wire are the standard
+    library's (the multipart boundary aside, which is random), headers and both parts included."""
+    import email.policy
+    import re
+
+    from hitl_core.notify.email import MESSAGE_POLICY
+
+    event = CloudEvent.coerce(make_event())
+    note = render_notification(event, now=BASE).model_copy(
+        update={"recipients": ["Zoë <zoe@example.com>"], "subject": "Überprüfung — «Q1»"})
+    channel = EmailChannel("127.0.0.1", 25, starttls=False, sender="hitl@example.net")
+    ours = channel.build_message(event, note)
+    assert ours.policy is MESSAGE_POLICY
+    stock = email.message_from_bytes(ours.as_bytes(), policy=email.policy.default)
+
+    def wire(message: Any) -> bytes:
+        return re.sub(rb"={15}\d+==", b"<boundary>", message.as_bytes(policy=email.policy.SMTP))
+
+    rebuilt = EmailMessage(policy=email.policy.default)
+    for name, value in ours.items():
+        if name.lower() not in ("content-type", "mime-version"):
+            rebuilt[name] = value
+    rebuilt.set_content(note.text)
+    rebuilt.add_alternative(note.html, subtype="html")
+    assert wire(ours) == wire(rebuilt)
+    assert stock["To"].addresses[0].display_name == "Zoë" and "Überprüfung" in str(stock["Subject"])
