@@ -856,8 +856,20 @@ class HitlService:
             gate.users -= 1
             if not gate.users:
                 del self._gates[session_id]
-        await self._publish(announced)
+        self._publish_after_answering(announced)
         return view
+
+    def _publish_after_answering(self, stored: StoredCheckpoint | None) -> None:
+        """Publish what a decision announced once its caller has the answer.
+
+        Why not before: the events are in the outbox of the write that was just committed, so they
+        are durable already, and a publish is a round trip to the topic that the person deciding
+        would wait for. If the process ends first, the next read of the session or the
+        ``sweep_outbox`` timer publishes them (same ids); :meth:`close` waits for the ones under way.
+        """
+        task = asyncio.get_running_loop().create_task(self._publish(stored))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _respond(self, stored: StoredCheckpoint, call_id: str, result: Any, caller: Caller | None,
                        on_behalf_of: str | None, followers: Sequence[_Answer] = ()) -> tuple[RunOptions, list[_Answer]]:
