@@ -131,3 +131,32 @@ def test_drain_returns_while_a_finished_clean_up_is_still_in_the_set() -> None:
     thread.start()
     thread.join(timeout=10)
     assert finished.get("drained"), "drain() kept looping over a task that had finished"
+
+
+async def test_a_decision_answers_before_its_events_are_published(tmp_path: Path) -> None:
+    """The person deciding does not wait for the topic: the answer comes while the publish is held,
+    the events are already durable in the outbox, and close() publishes them before it returns."""
+
+    class HeldPublisher(InMemoryEventPublisher):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = asyncio.Event()
+
+        async def publish(self, events: Any) -> None:
+            if any(e["type"] == "hitl.request.resolved" for e in events):
+                await self.release.wait()
+            await super().publish(events)
+
+    storage, publisher = SqliteCheckpointStorage(tmp_path / "s.db"), HeldPublisher()
+    service = service_on(storage, publisher)
+    (sid,) = await start_reviews(service, 1)
+    stored = await storage.load(sid)
+    assert stored is not None
+    call_id = stored.checkpoint.pending_requests[0].call_id
+    view = await asyncio.wait_for(service.respond(sid, call_id, {"approved": True}), timeout=10)
+    assert view.status == "completed"
+    assert "hitl.request.resolved" not in [e["type"] for e in publisher.events]
+    assert "hitl.request.resolved" in [e["type"] for e in (await outboxes(storage, [sid]))[sid]]
+    publisher.release.set()
+    await service.close()
+    assert "hitl.request.resolved" in [e["type"] for e in publisher.events]
