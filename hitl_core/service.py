@@ -20,7 +20,7 @@ import logging
 import math
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -415,10 +415,14 @@ class HitlService:
         self._clears.pop(session_id, None)
         self._due_clears[session_id] = self._clear_versions.pop(session_id, None)
         if self._clearing is None:  # the timers of one tick all fire before this task runs
-            task = asyncio.get_running_loop().create_task(self._clear_due())
-            self._clearing = task
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._clearing = self._in_background(self._clear_due())
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``work`` as a task :meth:`drain` (and so :meth:`close`) waits for."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
     async def _clear_due(self) -> None:
         """Clear every due outbox: in place and in one write where the storage can, else one by one."""
@@ -867,9 +871,7 @@ class HitlService:
         would wait for. If the process ends first, the next read of the session or the
         ``sweep_outbox`` timer publishes them (same ids); :meth:`close` waits for the ones under way.
         """
-        task = asyncio.get_running_loop().create_task(self._publish(stored))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._in_background(self._publish(stored))
 
     async def _respond(self, stored: StoredCheckpoint, call_id: str, result: Any, caller: Caller | None,
                        on_behalf_of: str | None, followers: Sequence[_Answer] = ()) -> tuple[RunOptions, list[_Answer]]:
