@@ -147,22 +147,7 @@ class EmailChannel:
     async def send(self, event: CloudEvent, notification: Notification) -> None:
         """Send one message or raise :class:`NotificationDeliveryError` (:class:`NoRecipientsError`
         if there is nobody to send to)."""
-        message = self.build_message(event, notification)
-        envelope_from = parseaddr(self.sender)[1]
-        recipients = list(notification.recipients)
-        backend = self._choose_backend()
-        try:
-            if backend == "aiosmtplib":
-                await self._send_aiosmtplib(message, envelope_from, recipients)
-            else:
-                await asyncio.to_thread(self._send_smtplib, message, envelope_from, recipients)
-        except NotificationDeliveryError:
-            raise
-        except Exception as exc:
-            raise self._failure(exc) from None
-        logger.info(
-            "e-mail for event %s sent via %s to %d recipient(s)", event.id, self.target, len(recipients)
-        )
+        await self.send_all(event, [notification])
 
     async def send_all(self, event: CloudEvent, notifications: Sequence[Notification]) -> None:
         """Send one message per notification (each person's own) over one SMTP connection.
@@ -170,31 +155,23 @@ class EmailChannel:
         Why one connection: a request asks several people, and a connection per message doubles the
         handshakes (TCP, EHLO, STARTTLS, AUTH) for the relay and for this process. Raises as
         :meth:`send` does; a failure part-way leaves the channel to be retried whole, as before
-        (each message's ``Message-ID`` is stable, so a copy sent twice is recognisable).
+        (each message's ``Message-ID`` is stable, so a copy sent twice is recognisable). The
+        ``smtplib`` fallback sends each message on a connection of its own, from a thread.
         """
-        if len(notifications) < 2 or self._choose_backend() != "aiosmtplib":
-            for notification in notifications:
-                await self.send(event, notification)
-            return
-        import aiosmtplib
-
         messages = [(self.build_message(event, n), list(n.recipients)) for n in notifications]
         envelope_from = parseaddr(self.sender)[1]
         try:
-            async with aiosmtplib.SMTP(hostname=self.host, port=self.port, username=self.username,
-                                       password=self._password, start_tls=self.starttls, use_tls=self.use_tls,
-                                       timeout=self.timeout, tls_context=self.tls_context) as smtp:
+            if self._choose_backend() == "aiosmtplib":
+                await self._send_aiosmtplib(messages, envelope_from)
+            else:
                 for message, recipients in messages:
-                    errors, _reply = await smtp.send_message(message, sender=envelope_from, recipients=recipients)
-                    refused = {rcpt: resp for rcpt, resp in errors.items() if resp.code >= 300}
-                    if refused:
-                        self._partial(refused.keys())
+                    await asyncio.to_thread(self._send_smtplib, message, envelope_from, recipients)
         except NotificationDeliveryError:
             raise
         except Exception as exc:
             raise self._failure(exc) from None
-        logger.info("e-mail for event %s sent via %s: %d message(s) on one connection", event.id, self.target,
-                    len(messages))
+        logger.info("e-mail for event %s sent via %s: %d message(s) to %d recipient(s)", event.id, self.target,
+                    len(messages), sum(len(recipients) for _, recipients in messages))
 
     def _choose_backend(self) -> Literal["aiosmtplib", "smtplib"]:
         if self.backend != "auto":
@@ -205,25 +182,17 @@ class EmailChannel:
             return "smtplib"
         return "aiosmtplib"
 
-    async def _send_aiosmtplib(self, message: EmailMessage, sender: str, recipients: list[str]) -> None:
+    async def _send_aiosmtplib(self, messages: Sequence[tuple[EmailMessage, list[str]]], sender: str) -> None:
         import aiosmtplib
 
-        errors, _reply = await aiosmtplib.send(
-            message,
-            sender=sender,
-            recipients=recipients,
-            hostname=self.host,
-            port=self.port,
-            username=self.username,
-            password=self._password,
-            start_tls=self.starttls,
-            use_tls=self.use_tls,
-            timeout=self.timeout,
-            tls_context=self.tls_context,
-        )
-        refused = {rcpt: resp for rcpt, resp in errors.items() if resp.code >= 300}
-        if refused:
-            self._partial(refused.keys())
+        async with aiosmtplib.SMTP(hostname=self.host, port=self.port, username=self.username,
+                                   password=self._password, start_tls=self.starttls, use_tls=self.use_tls,
+                                   timeout=self.timeout, tls_context=self.tls_context) as smtp:
+            for message, recipients in messages:
+                errors, _reply = await smtp.send_message(message, sender=sender, recipients=recipients)
+                refused = {rcpt: resp for rcpt, resp in errors.items() if resp.code >= 300}
+                if refused:
+                    self._partial(refused.keys())
 
     def _send_smtplib(self, message: EmailMessage, sender: str, recipients: list[str]) -> None:
         context = self.tls_context or ssl.create_default_context()
