@@ -29,33 +29,34 @@ __all__ = ["OPERATORS", "SubscriptionFilter", "deliveries", "parse_filters"]
 _MISSING = object()
 
 
-def _strings(values: Any) -> frozenset[str]:
-    return frozenset(str(v).casefold() for v in values)
-
-
 def _bool_equals(actual: Any, expected: Any) -> bool:
     return isinstance(actual, bool) and actual is bool(expected)
 
 
-def _string_in(actual: Any, expected: Any) -> bool:
-    return isinstance(actual, str) and actual.casefold() in _strings(expected)
+def _string_in(actual: Any, expected: frozenset[str]) -> bool:
+    return isinstance(actual, str) and actual.casefold() in expected
 
 
-def _string_not_in(actual: Any, expected: Any) -> bool:
-    return isinstance(actual, str) and actual.casefold() not in _strings(expected)
+def _string_not_in(actual: Any, expected: frozenset[str]) -> bool:
+    return isinstance(actual, str) and actual.casefold() not in expected
 
 
 def _is_not_null(actual: Any, expected: Any) -> bool:
     return actual is not None
 
 
-#: operatorType -> (does ``actual`` match ``expected``; the name of the filter's value field).
+def _is_null(actual: Any, expected: Any) -> bool:
+    return actual is None
+
+
+#: operatorType -> (does ``actual`` match ``expected``; the name of the filter's value field). The
+#: ``values`` of a string operator are case-folded once, when the filter is parsed.
 OPERATORS: dict[str, tuple[Callable[[Any, Any], bool], str | None]] = {
     "BoolEquals": (_bool_equals, "value"),
     "StringIn": (_string_in, "values"),
     "StringNotIn": (_string_not_in, "values"),
     "IsNotNull": (_is_not_null, None),
-    "IsNullOrUndefined": (lambda actual, expected: actual is None, None),
+    "IsNullOrUndefined": (_is_null, None),
 }
 
 
@@ -121,7 +122,12 @@ def _parse_advanced(function: str, item: Mapping[str, Any]) -> _AdvancedFilter:
     _, value_field = OPERATORS[operator]
     if value_field is not None and value_field not in item:
         raise ValueError(f"subscription filter of {function!r}: {operator} on {key!r} needs {value_field!r}")
-    return _AdvancedFilter(operator, key, item.get(value_field) if value_field else None)
+    if value_field is None:
+        return _AdvancedFilter(operator, key, None)
+    expected = item[value_field]
+    if value_field == "values":
+        expected = frozenset(str(v).casefold() for v in expected)
+    return _AdvancedFilter(operator, key, expected)
 
 
 def parse_filters(declared: Mapping[str, Collection[str] | Mapping[str, Any]] | None,
