@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import datetime as dt
 import json
 import os
@@ -108,6 +109,12 @@ def _wait_until_idle(url: str, busy_key: str, limit_s: float, poll_s: float) -> 
     return round(time.monotonic() - began, 1)
 
 
+def environment_without_hitl_settings() -> dict[str, str]:
+    """This process's environment minus every ``HITL_`` setting: each server of a run gets only the
+    settings the run gives it, whatever the shell that started the benchmark had set."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("HITL_")}
+
+
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], what: str, limit_s: float = 60) -> None:
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
@@ -152,7 +159,7 @@ class Host:
         return self.data_dir / "eventgrid-topic.key"
 
     def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HITL_")}
+        env = environment_without_hitl_settings()
         env.update({"HITL_DATA_DIR": str(self.data_dir), "HITL_PORT": str(self.port), **DIRECTORY, **self.env})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "devhost", "--app", "function_app:app", "--no-access-log", "--port", str(self.port),
@@ -199,7 +206,7 @@ class MailRelay:
 
     def start(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HITL_")}
+        env = environment_without_hitl_settings()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.mail_sink", "--port", str(self.port), "--smtp-port", str(self.smtp_port)],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(self.work_dir / "mail_sink.log", "ab"))
@@ -217,7 +224,7 @@ class MailRelay:
         return {"total": total, "hitl": total - floor, "floor": floor}
 
     def stop(self) -> None:
-        if self.proc is not None:
+        if self.proc is not None and self.proc.poll() is None:
             _stop(self.proc)
 
 
@@ -239,7 +246,7 @@ class FloorServer:
                "--topic-endpoint", self.host.topic_url, "--topic-key-file", str(self.host.topic_key_file)]
         if self.smtp_port:
             cmd += ["--smtp-port", str(self.smtp_port)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HITL_")}
+        env = environment_without_hitl_settings()
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                      stderr=open(self.work_dir / "floor.log", "ab"))
         _wait_healthy(f"{self.base}/api/health", self.proc, "floor")
@@ -488,6 +495,7 @@ def main() -> None:
         relay = MailRelay(Path(tmp) / "relay") if ns.notify else None
         if relay is not None:
             relay.start()
+            atexit.register(relay.stop)  # stopped whatever happens to the run (stop() is idempotent)
         env = ({"HITL_NOTIFY_DEFAULT_RECIPIENTS": "reviewers@example.test", **relay.app_settings()}
                if relay is not None else {"HITL_SMTP_HOST": "off"})
         host = Host(data_dir, env)

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import os
 import shlex
 import shutil
 import subprocess
@@ -31,7 +30,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.http_load import DIRECTORY, ROOT, Host, _wait_healthy, loadavg, run_load
+from bench.http_load import DIRECTORY, ROOT, Host, _wait_healthy, environment_without_hitl_settings, loadavg, run_load
 
 #: (group, substring of the file path or function name), first match wins.
 GROUPS: list[tuple[str, str]] = [
@@ -162,7 +161,7 @@ class ProfiledHost(Host):
         self.stats_path = stats_path
 
     def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HITL_")}
+        env = environment_without_hitl_settings()
         env.update({"HITL_DATA_DIR": str(self.data_dir), "HITL_PORT": str(self.port), **DIRECTORY, **self.env})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pyinstrument", "-i", "0.001", "-r", "pyisession", "-o", str(self.stats_path),
