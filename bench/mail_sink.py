@@ -62,6 +62,7 @@ async def serve(port: int, smtp_port: int) -> None:
         await serve_until_signalled(app, port)
     finally:
         smtp.close()
+        smtp.close_clients()  # a sender may keep its connection for the next message; do not wait for it
         await smtp.wait_closed()
 
 

@@ -1070,13 +1070,13 @@ class DevHost:
             finally:
                 self.durable = None
                 await _reset_durable_sdk()
-        if self.smtp is not None:
-            await self.smtp.stop()
         for hook in self._on_stop:
             try:
                 await hook()
             except Exception:
                 log.exception("a shutdown hook failed")
+        if self.smtp is not None:  # after the hooks: closing the app's runtime says QUIT on its kept connections
+            await self.smtp.stop()
         if self._sock is not None:
             self._sock.close()
             self._sock = None

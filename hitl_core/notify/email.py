@@ -13,7 +13,15 @@ silently sending in clear text. ``use_tls=True`` is implicit TLS (port 465). Log
 when ``username`` is set. The password is never logged, never put in an error message and never
 shown by ``repr``.
 
-SMTP errors are not retried here: the dispatcher releases the claim and Event Grid's
+Connections are kept for the next request (aiosmtplib only): a connection that finished its
+messages goes back to a small pool and the next notification sends on it, without a new TCP
+connection, greeting, EHLO, STARTTLS handshake or AUTH. A kept connection is used only within
+``keep_alive_seconds`` of its last message (well under the five minutes RFC 5321 lets a server
+wait) and only on the event loop that opened it. One the relay has closed meanwhile fails on its
+first command, before any message went over it, and is replaced once by a fresh connection, so
+nothing is sent twice.
+
+SMTP errors are otherwise not retried here: the dispatcher releases the claim and Event Grid's
 redelivery (with its own backoff) is the retry.
 """
 
@@ -25,7 +33,9 @@ import hashlib
 import logging
 import smtplib
 import ssl
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
@@ -62,6 +72,15 @@ class _HeaderClassesMadeOnce(HeaderRegistry):
 MESSAGE_POLICY = email.policy.default.clone(header_factory=_HeaderClassesMadeOnce())
 
 
+@dataclass
+class _KeptConnection:
+    """An SMTP connection between two requests: who opened it (loop) and when it was last used."""
+
+    smtp: Any
+    loop: asyncio.AbstractEventLoop
+    idle_since: float
+
+
 def message_id_for(event_id: str, domain: str = "hitl.localhost") -> str:
     """A stable ``Message-ID`` for one event: the same event always yields the same id."""
     digest = hashlib.sha256(event_id.encode()).hexdigest()[:40]
@@ -91,6 +110,8 @@ class EmailChannel:
         tls_context: ssl.SSLContext | None = None,
         backend: Backend = "auto",
         name: str = "email",
+        keep_alive_seconds: float = 30,
+        max_kept_connections: int = 8,
     ) -> None:
         if starttls and use_tls:
             raise ValueError("starttls and use_tls are exclusive: STARTTLS upgrades a plain connection")
@@ -107,6 +128,11 @@ class EmailChannel:
         self.timeout = timeout
         self.tls_context = tls_context
         self.backend = backend
+        #: how long an idle connection may wait for the next request (0: a connection per request)
+        self.keep_alive_seconds = keep_alive_seconds
+        #: idle connections kept at most (the topic delivers several events at once)
+        self.max_kept_connections = max_kept_connections
+        self._kept: list[_KeptConnection] = []
 
     @property
     def target(self) -> str:
@@ -183,16 +209,77 @@ class EmailChannel:
         return "aiosmtplib"
 
     async def _send_aiosmtplib(self, messages: Sequence[tuple[EmailMessage, list[str]]], sender: str) -> None:
+        smtp, kept = await self._connection()
+        unsent = list(messages)
+        while True:
+            sent_here = 0
+            try:
+                while unsent:
+                    message, recipients = unsent[0]
+                    errors, _reply = await smtp.send_message(message, sender=sender, recipients=recipients)
+                    unsent.pop(0)
+                    sent_here += 1
+                    refused = {rcpt: resp for rcpt, resp in errors.items() if resp.code >= 300}
+                    if refused:
+                        self._partial(refused.keys())
+            except BaseException as exc:
+                smtp.close()
+                if kept and not sent_here and _closed_by_server(exc):
+                    # the relay dropped the kept connection while it was idle: one fresh try
+                    logger.debug("SMTP %s had closed a kept connection (%s); reconnecting", self.target, exc)
+                    smtp, kept = await self._connect(), False
+                    continue
+                raise
+            self._keep(smtp)
+            return
+
+    async def _connection(self) -> tuple[Any, bool]:
+        """A kept connection still open and fresh enough (True), else a new one (False)."""
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        while self._kept:
+            entry = self._kept.pop()
+            usable = (entry.loop is loop and now - entry.idle_since < self.keep_alive_seconds
+                      and entry.smtp.is_connected)
+            if usable:
+                return entry.smtp, True
+            if entry.loop is loop:  # another loop's transport can only be closed by that loop
+                entry.smtp.close()
+        return await self._connect(), False
+
+    async def _connect(self) -> Any:
         import aiosmtplib
 
-        async with aiosmtplib.SMTP(hostname=self.host, port=self.port, username=self.username,
-                                   password=self._password, start_tls=self.starttls, use_tls=self.use_tls,
-                                   timeout=self.timeout, tls_context=self.tls_context) as smtp:
-            for message, recipients in messages:
-                errors, _reply = await smtp.send_message(message, sender=sender, recipients=recipients)
-                refused = {rcpt: resp for rcpt, resp in errors.items() if resp.code >= 300}
-                if refused:
-                    self._partial(refused.keys())
+        smtp = aiosmtplib.SMTP(hostname=self.host, port=self.port, username=self.username,
+                               password=self._password, start_tls=self.starttls, use_tls=self.use_tls,
+                               timeout=self.timeout, tls_context=self.tls_context)
+        await smtp.connect()
+        return smtp
+
+    def _keep(self, smtp: Any) -> None:
+        if self.keep_alive_seconds > 0 and len(self._kept) < self.max_kept_connections:
+            self._kept.append(_KeptConnection(smtp, asyncio.get_running_loop(), time.monotonic()))
+        else:
+            smtp.close()
+
+    async def aclose(self) -> None:
+        """Say QUIT on this event loop's kept connections (at once, a second at most) and forget them all.
+
+        Why a cap: a relay that stopped answering must not hold up the shutdown of the process.
+        """
+        loop = asyncio.get_running_loop()
+        kept, self._kept = self._kept, []
+        ours = [entry.smtp for entry in kept if entry.loop is loop]
+        await asyncio.gather(*(self._quit(smtp) for smtp in ours))
+
+    async def _quit(self, smtp: Any) -> None:
+        try:
+            if smtp.is_connected:
+                await smtp.quit(timeout=1)
+        except Exception as exc:  # the relay went away first; closing is all that is left
+            logger.debug("SMTP %s: no answer to QUIT (%s); closing", self.target, type(exc).__name__)
+        finally:
+            smtp.close()
 
     def _send_smtplib(self, message: EmailMessage, sender: str, recipients: list[str]) -> None:
         context = self.tls_context or ssl.create_default_context()
@@ -231,6 +318,11 @@ class EmailChannel:
             attempts=1,
             last_status=status,
         )
+
+
+def _closed_by_server(exc: BaseException) -> bool:
+    """The error a kept connection gives when the relay closed it while idle: lost, or told 421."""
+    return isinstance(exc, ConnectionError) or _smtp_status(exc) == 421
 
 
 def _smtp_status(exc: BaseException) -> int | None:

@@ -149,6 +149,8 @@ class SmtpServer:
     lock: threading.Lock
     #: the SMTP session (one per connection) each message arrived on, in order
     sessions: list[int] = field(default_factory=list)
+    #: stops the server (and drops its connections); the fixture stops it at the end anyway
+    stop: Callable[[], None] = lambda: None
 
     def received(self) -> list[EmailMessage]:
         with self.lock:
@@ -216,10 +218,15 @@ def client_tls_context(tls_files: tuple[Path, Path]) -> ssl.SSLContext:
 
 @pytest.fixture
 def smtp_factory(tls_files: tuple[Path, Path]) -> Iterator[Callable[..., SmtpServer]]:
-    """Start aiosmtpd servers: ``smtp_factory(auth=True, starttls=True)``; stopped afterwards."""
+    """Start aiosmtpd servers: ``smtp_factory(auth=True, starttls=True)``; stopped afterwards.
+
+    ``idle_timeout``: seconds the server lets a connection idle before it says 421 and closes it;
+    ``port``: listen there (to start a new server where a stopped one was).
+    """
     controllers: list[Controller] = []
 
-    def start(*, auth: bool = False, starttls: bool = False) -> SmtpServer:
+    def start(*, auth: bool = False, starttls: bool = False, idle_timeout: float = 300,
+              port: int | None = None) -> SmtpServer:
         server = SmtpServer(port=0, messages=[], auth_attempts=[], lock=threading.Lock())
 
         def authenticator(_server: Any, _session: Any, _envelope: Any, mechanism: str, data: Any) -> AuthResult:
@@ -239,20 +246,25 @@ def smtp_factory(tls_files: tuple[Path, Path]) -> Iterator[Callable[..., SmtpSer
             context.load_cert_chain(str(tls_files[0]), str(tls_files[1]))
             options.update(tls_context=context, require_starttls=True)
         for _ in range(3):
-            port = free_port()
-            controller = Controller(_Handler(server), hostname="127.0.0.1", port=port, **options)
+            chosen = port or free_port()
+            controller = Controller(_Handler(server), hostname="127.0.0.1", port=chosen, timeout=idle_timeout,
+                                    **options)
             try:
                 controller.start()
             except Exception:  # port taken between free_port() and bind: try another
+                if port:
+                    raise
                 continue
-            server.port = port
+            server.port = chosen
+            server.stop = controller.stop
             controllers.append(controller)
             return server
         raise RuntimeError("could not start aiosmtpd on a free port")
 
     yield start
     for controller in controllers:
-        controller.stop()
+        if not controller.loop.is_closed():  # not stopped by its test already
+            controller.stop()
 
 
 @pytest.fixture

@@ -40,7 +40,12 @@ def test_the_stand_in_relay_counts_each_message_per_sender() -> None:
         notes = [render_notification(event, now=BASE).model_copy(update={"recipients": [p]})
                  for p in ("rita@example.com", "ron@example.com")]
         channel = EmailChannel("127.0.0.1", smtp_port, starttls=False, sender="hitl@hitl.localhost")
-        asyncio.run(channel.send_all(event, notes))
+
+        async def send_and_close() -> None:
+            await channel.send_all(event, notes)
+            await channel.aclose()
+
+        asyncio.run(send_and_close())
         stats = httpx.get(f"http://127.0.0.1:{port}/stats", timeout=5).json()
         assert stats["by_sender"] == {"hitl@hitl.localhost": 2} and stats["connections"] == 1
         assert stats["bytes"] > 1000
