@@ -14,9 +14,10 @@ does only what no HITL service can skip:
 * **decide** (``POST /api/sessions/{session_id}/responses``): one read of the session
   (``SELECT``), one conditional write (``UPDATE ... WHERE session_id = ? AND version = ?``; a lost
   race is a 409), answer 200 with the finished session.
-* **notifications** (``--smtp-port``): one SMTP send per start (a fresh connection, as hitl's
-  ``aiosmtplib.send`` per message) of one short plain-text message addressed to the request's
-  reviewers (``--notify-to``, default the two demo reviewers) to the same SMTP sink. It runs off
+* **notifications** (``--smtp-port``): one SMTP send per start of one short plain-text message
+  addressed to the request's reviewers (``--notify-to``, default the two demo reviewers) to the
+  same SMTP sink, each sender on a connection it keeps (as hitl's e-mail channel keeps its
+  connections between requests; reconnecting is not work a service must do). It runs off
   the response path through a queue drained by ``--mail-concurrency`` senders (default 8, the
   local Event Grid topic's delivery concurrency), like hitl's e-mail, which the topic delivers to
   ``notify_reviewers`` after the start has answered, at most 8 deliveries at a time.
@@ -139,29 +140,39 @@ class Floor:
         return _json(200, session)
 
     async def sender(self) -> None:
-        while True:
-            session_id, call_id = await self.mail_queue.get()
-            self.sending += 1
-            try:
-                await self.notify(session_id, call_id)
-            finally:
-                self.sending -= 1
-                self.mail_queue.task_done()
-
-    async def notify(self, session_id: str, call_id: str) -> None:
         import aiosmtplib
 
+        smtp: aiosmtplib.SMTP | None = None
+        try:
+            while True:
+                session_id, call_id = await self.mail_queue.get()
+                self.sending += 1
+                try:
+                    if smtp is None or not smtp.is_connected:
+                        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=self.smtp_port, start_tls=False,
+                                               use_tls=False, timeout=10)
+                        await smtp.connect()
+                    await smtp.send_message(self.message(session_id, call_id))
+                    self.mails_sent += 1
+                except Exception:  # counted, never raised: the load goes on (on a new connection)
+                    self.mails_failed += 1
+                    if smtp is not None:
+                        smtp.close()
+                    smtp = None
+                finally:
+                    self.sending -= 1
+                    self.mail_queue.task_done()
+        finally:
+            if smtp is not None:
+                smtp.close()
+
+    def message(self, session_id: str, call_id: str) -> EmailMessage:
         message = EmailMessage()
         message["Subject"] = f"Review requested: {session_id}"
         message["From"] = "floor@hitl.localhost"
         message["To"] = ", ".join(self.notify_to)
         message.set_content(f"Session {session_id} waits for a decision on {call_id}.")
-        try:
-            await aiosmtplib.send(message, hostname="127.0.0.1", port=self.smtp_port, start_tls=False,
-                                  use_tls=False, timeout=10)
-            self.mails_sent += 1
-        except Exception:  # counted, never raised: the load goes on
-            self.mails_failed += 1
+        return message
 
     async def health(self, request: web.Request) -> web.Response:
         return _json(200, {"status": "ok", "mails_sent": self.mails_sent, "mails_failed": self.mails_failed,

@@ -160,9 +160,12 @@ class NotificationDispatcher:
         failures: dict[str, BaseException] = {}
         try:
             people = await self.recipients(RequestView.from_event(cloud_event)) if self.recipients else []
-            notification = render_notification(cloud_event, self.settings, now=now, recipients=people)
             personal = [render_notification(cloud_event, self.settings, now=now, recipient=person)
                         for person in people]
+            # the shared rendering is for channels that do not address people one by one (or nobody named)
+            shared = not personal or any(not getattr(channel, "per_recipient", False) for channel in claimed)
+            notification = render_notification(cloud_event, self.settings, now=now, recipients=people) if shared \
+                else None
             outcomes = await asyncio.gather(
                 *(self._send(channel, cloud_event, notification, personal) for channel in claimed),
                 return_exceptions=True,
@@ -199,9 +202,12 @@ class NotificationDispatcher:
         )
 
     @staticmethod
-    async def _send(channel: NotificationChannel, event: CloudEvent, notification: Notification,
+    async def _send(channel: NotificationChannel, event: CloudEvent, notification: Notification | None,
                     personal: list[Notification]) -> None:
-        """One message per recipient on channels that address people (each with their own link)."""
+        """One message per recipient on channels that address people (each with their own link).
+
+        ``notification`` (everyone in one) is None only when every channel addresses people one by one.
+        """
         if personal and getattr(channel, "per_recipient", False):
             send_all = getattr(channel, "send_all", None)
             if send_all is not None:  # one connection for them all (e-mail)
@@ -210,6 +216,7 @@ class NotificationDispatcher:
             for message in personal:
                 await channel.send(event, message)
             return
+        assert notification is not None, "rendered whenever a channel needs it"
         await channel.send(event, notification)
 
     async def aclose(self) -> None:
