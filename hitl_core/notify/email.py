@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import secrets
 import smtplib
 import ssl
 import time
@@ -134,6 +135,10 @@ class EmailChannel:
         self.starttls = starttls
         self.use_tls = use_tls
         self.sender = sender
+        # what every message needs of the sender, worked out once
+        self._envelope_from = parseaddr(sender)[1]
+        self._from_header = _address_list([sender])
+        self._message_id_domain = self._envelope_from.rpartition("@")[2] or "hitl.localhost"
         self.timeout = timeout
         self.tls_context = tls_context
         self.backend = backend
@@ -165,14 +170,15 @@ class EmailChannel:
                 f"no e-mail recipients for event {event.id!r}: no approver is an e-mail address and "
                 "HITL_NOTIFY_DEFAULT_RECIPIENTS is empty"
             )
-        domain = parseaddr(self.sender)[1].rpartition("@")[2] or "hitl.localhost"
-        message = MIMEMultipart("alternative")
+        # a boundary of our own: the generator would otherwise compile a regex per message to make one
+        message = MIMEMultipart("alternative", boundary=f"=_hitl_{secrets.token_hex(16)}")
         message["Subject"] = _header_text("Subject", notification.subject)
-        message["From"] = _address_list([self.sender])
+        message["From"] = self._from_header
         message["To"] = _address_list(notification.recipients)
         message["Date"] = formatdate(localtime=False, usegmt=True)
         personal = notification.personal
-        message["Message-ID"] = message_id_for(f"{event.id}:{personal.email.lower()}" if personal else event.id, domain)
+        message["Message-ID"] = message_id_for(f"{event.id}:{personal.email.lower()}" if personal else event.id,
+                                               self._message_id_domain)
         for name, value in (("X-HITL-Event-Id", event.id), ("X-HITL-Event-Type", event.type),
                             ("X-HITL-Session", notification.session_id), ("X-HITL-Call-Id", notification.call_id),
                             ("X-HITL-Workflow", notification.workflow)):
@@ -198,7 +204,7 @@ class EmailChannel:
         ``smtplib`` fallback sends each message on a connection of its own, from a thread.
         """
         messages = [(self.build_message(event, n), list(n.recipients)) for n in notifications]
-        envelope_from = parseaddr(self.sender)[1]
+        envelope_from = self._envelope_from
         try:
             if self._choose_backend() == "aiosmtplib":
                 await self._send_aiosmtplib(messages, envelope_from)

@@ -324,3 +324,5 @@ def test_messages_read_back_as_written() -> None:
     assert plain["Content-Transfer-Encoding"] == "7bit" and "MIME-Version" not in plain
     [long_text, rich] = channel.build_message(event, note).get_payload()
     assert long_text["Content-Transfer-Encoding"] == rich["Content-Transfer-Encoding"] == "quoted-printable"
+    boundaries = {channel.build_message(event, note).get_boundary() for _ in range(3)}
+    assert len(boundaries) == 3 and all(b and b not in note.text + note.html for b in boundaries)
