@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -48,4 +49,43 @@ async def test_multi_key_inbox_is_one_parameterised_query_on_the_inbox_index(tmp
             assert f"USING INDEX {index} " in plan and "TEMP B-TREE" not in plan, plan  # keyset order from the index
     finally:
         storage._db = real
+    await storage.close()
+
+
+async def test_wal_checkpoints_run_on_a_worker_thread_not_in_the_commit(tmp_path: Path) -> None:
+    """The commit that fills the WAL does not copy it back: a worker thread does, every N commits,
+    with a connection of its own; the data is all there after a restart."""
+    import threading
+
+    path = tmp_path / "hitl.db"
+    storage = SqliteCheckpointStorage(path)
+    storage.wal_checkpoints.every_commits = 10
+    assert storage._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 10_000  # only a safety net
+    for n in range(35):
+        await storage.save(make_checkpoint(f"s-{n}"), expected_version=None)
+        running = storage.wal_checkpoints._running
+        if running is not None:  # the loop goes on serving meanwhile; the test waits to count exactly
+            await running
+    await storage.close()
+    checkpoints = storage.wal_checkpoints
+    assert checkpoints.runs == 3 and checkpoints.last_thread not in (None, threading.get_ident())
+    assert checkpoints.last_result is not None and checkpoints.last_result[0] == 0  # not busy
+    assert checkpoints.last_result[2] > 0  # it copied frames back into the file
+
+    reopened = SqliteCheckpointStorage(path)
+    assert all([await reopened.load(f"s-{n}") is not None for n in range(35)])
+    await reopened.close()
+
+
+async def test_commits_outside_an_event_loop_leave_the_wal_to_the_safety_net(tmp_path: Path) -> None:
+    """A migration or a script commits with no loop to hand work to: nothing is started, nothing breaks."""
+    storage = SqliteCheckpointStorage(tmp_path / "hitl.db")
+    storage.wal_checkpoints.every_commits = 1
+
+    def commit_without_a_loop() -> None:
+        with storage._transaction() as db:
+            db.execute("DELETE FROM sessions WHERE session_id = 'none'")
+
+    await asyncio.to_thread(commit_without_a_loop)
+    assert storage.wal_checkpoints.runs == 0 and storage.wal_checkpoints._running is None
     await storage.close()
