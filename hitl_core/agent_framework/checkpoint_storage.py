@@ -111,7 +111,7 @@ from agent_framework import WorkflowCheckpoint, WorkflowCheckpointException
 from agent_framework._workflows._checkpoint_encoding import decode_checkpoint_value, encode_checkpoint_value
 
 from ..checkpoint.cosmos_container import ContainerOwner
-from ..checkpoint.sqlite import open_database
+from ..checkpoint.sqlite import BackgroundWalCheckpoints, open_database
 from ..netaddr import is_loopback_endpoint
 
 if TYPE_CHECKING:
@@ -472,6 +472,9 @@ class SqliteAgentCheckpointStorage(_AgentCheckpointStorageBase):
                          clock=clock)
         self.path = Path(path)
         self._db = open_database(self.path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
+        #: the WAL is copied back into the file off the event loop, as for the session checkpoints
+        self.wal_checkpoints = BackgroundWalCheckpoints(self.path)
+        self.wal_checkpoints.attach(self._db)
         self._db.executescript(_SQLITE_SCHEMA)
 
     @contextmanager
@@ -486,6 +489,7 @@ class SqliteAgentCheckpointStorage(_AgentCheckpointStorageBase):
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        self.wal_checkpoints.committed()
 
     async def _save(self, checkpoint: WorkflowCheckpoint, text: str, ts_us: int) -> None:
         now = self._clock()
@@ -577,7 +581,8 @@ class SqliteAgentCheckpointStorage(_AgentCheckpointStorageBase):
         return True
 
     async def close(self) -> None:
-        """Close the SQLite connection."""
+        """Close the SQLite connection (after a WAL checkpoint under way)."""
+        await self.wal_checkpoints.close()
         self._db.close()
 
 
