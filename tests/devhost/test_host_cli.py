@@ -62,7 +62,8 @@ def test_the_cli_serves_the_app_and_stops_cleanly_on_sigint(tmp_path: Path) -> N
                 assert published.status_code == 200, published.text
                 deadline = time.monotonic() + 10
                 events = records / "events.jsonl"
-                while not events.exists():
+                # the app opens the file before it writes the line: wait for a whole line
+                while not (events.exists() and events.read_text().endswith("\n")):
                     assert time.monotonic() < deadline, "the event was not delivered"
                     time.sleep(0.05)
                 assert json.loads(events.read_text())["id"] == published.json()["id"]
