@@ -96,6 +96,10 @@ class BatchingEventPublisher:
                 for _, done in batch:
                     if not done.done():
                         done.set_exception(exc)
+            except BaseException:  # cancelled (shutting down): its callers must not wait forever
+                for _, done in batch:
+                    done.cancel()
+                raise
             else:
                 for _, done in batch:
                     if not done.done():
