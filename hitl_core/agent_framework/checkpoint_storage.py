@@ -111,7 +111,7 @@ from agent_framework import WorkflowCheckpoint, WorkflowCheckpointException
 from agent_framework._workflows._checkpoint_encoding import decode_checkpoint_value, encode_checkpoint_value
 
 from ..checkpoint.cosmos_container import ContainerOwner
-from ..checkpoint.sqlite import BackgroundWalCheckpoints, open_database
+from ..checkpoint.sqlite import BackgroundWalCheckpoints, commit_or_roll_back, open_database
 from ..netaddr import is_loopback_endpoint
 
 if TYPE_CHECKING:
@@ -473,23 +473,16 @@ class SqliteAgentCheckpointStorage(_AgentCheckpointStorageBase):
         self.path = Path(path)
         self._db = open_database(self.path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
         #: the WAL is copied back into the file off the event loop, as for the session checkpoints
-        self.wal_checkpoints = BackgroundWalCheckpoints(self.path)
-        self.wal_checkpoints.attach(self._db)
+        self.wal_checkpoints = BackgroundWalCheckpoints(self.path, self._db)
         self._db.executescript(_SQLITE_SCHEMA)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT``: the write lock is taken first, so the head check and the
         write cannot interleave with another process's; any exception rolls back."""
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        self._db.execute("BEGIN IMMEDIATE")
+        with commit_or_roll_back(self._db, self.wal_checkpoints) as db:
             yield db
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        self.wal_checkpoints.committed()
 
     async def _save(self, checkpoint: WorkflowCheckpoint, text: str, ts_us: int) -> None:
         now = self._clock()

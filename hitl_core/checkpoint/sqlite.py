@@ -175,10 +175,11 @@ class BackgroundWalCheckpoints:
     event loop (start-up, migrations) only count.
     """
 
-    def __init__(self, path: Path, *, every_commits: int = 100, safety_net_pages: int = 10_000) -> None:
+    def __init__(self, path: Path, db: sqlite3.Connection, *, every_commits: int = 100,
+                 safety_net_pages: int = 10_000) -> None:
+        db.execute(f"PRAGMA wal_autocheckpoint={int(safety_net_pages)}")  # an int; PRAGMA takes no parameters
         self.path = path
         self.every_commits = every_commits
-        self.safety_net_pages = safety_net_pages
         self._commits = 0
         self._running: asyncio.Future[None] | None = None
         self._connection: sqlite3.Connection | None = None
@@ -187,9 +188,6 @@ class BackgroundWalCheckpoints:
         self.runs = 0
         self.last_result: tuple[int, int, int] | None = None
         self.last_thread: int | None = None
-
-    def attach(self, db: sqlite3.Connection) -> None:
-        db.execute(f"PRAGMA wal_autocheckpoint={int(self.safety_net_pages)}")  # an int; PRAGMA takes no parameters
 
     def committed(self) -> None:
         """Count a commit; start a checkpoint when enough have piled up and none is running."""
@@ -229,6 +227,19 @@ class BackgroundWalCheckpoints:
                 self._connection = None
 
 
+@contextmanager
+def commit_or_roll_back(db: sqlite3.Connection, checkpoints: BackgroundWalCheckpoints) -> Iterator[sqlite3.Connection]:
+    """The rest of a transaction the caller began: ``COMMIT`` when the body finishes, ``ROLLBACK`` if it
+    raises (a cancellation too); each commit counts towards the next background WAL checkpoint."""
+    try:
+        yield db
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    checkpoints.committed()
+
+
 class SqliteCheckpointStorage:
     """Checkpoints in one SQLite file; safe for several processes on one machine."""
 
@@ -246,8 +257,7 @@ class SqliteCheckpointStorage:
         self._clock = clock
         self._saves = 0
         self._db = open_database(self.path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
-        self.wal_checkpoints = BackgroundWalCheckpoints(self.path)
-        self.wal_checkpoints.attach(self._db)
+        self.wal_checkpoints = BackgroundWalCheckpoints(self.path, self._db)
         self._db.executescript(_SCHEMA)
         self._migrate()
 
@@ -322,13 +332,8 @@ class SqliteCheckpointStorage:
             if not translate_busy:
                 raise
             raise StorageUnavailableError(f"sqlite is busy: {exc}", retry_after=1) from exc
-        try:
+        with commit_or_roll_back(db, self.wal_checkpoints):
             yield db
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        self.wal_checkpoints.committed()
 
     async def load(self, session_id: str) -> StoredCheckpoint | None:
         row = self._db.execute(
