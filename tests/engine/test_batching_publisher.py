@@ -49,6 +49,14 @@ def events(*ids: str) -> list[dict[str, Any]]:
     return [{"id": i, "type": "t"} for i in ids]
 
 
+async def publishing(publisher: BatchingEventPublisher, *ids: str) -> asyncio.Future[None]:
+    """A publish of ``ids``, given the loop turns it takes to reach a send or the queue behind one."""
+    call = asyncio.ensure_future(publisher.publish(events(*ids)))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    return call
+
+
 async def test_concurrent_publishes_share_one_send() -> None:
     inner = HeldSends()
     publisher = BatchingEventPublisher(inner)
@@ -62,13 +70,9 @@ async def test_callers_arriving_during_a_send_go_together_in_the_next() -> None:
     inner = HeldSends()
     publisher = BatchingEventPublisher(inner)
     inner.hold.clear()
-    first = asyncio.ensure_future(publisher.publish(events("a")))
-    for _ in range(3):
-        await asyncio.sleep(0)
+    first = await publishing(publisher, "a")
     assert inner.sends == [["a"]]  # on its way, held
-    later = [asyncio.ensure_future(publisher.publish(events(i))) for i in ("b", "c")]
-    for _ in range(3):
-        await asyncio.sleep(0)
+    later = [await publishing(publisher, i) for i in ("b", "c")]
     assert inner.sends == [["a"]]  # they wait for the send under way
     inner.hold.set()
     await asyncio.gather(first, *later)
@@ -81,12 +85,8 @@ async def test_a_failed_send_fails_its_own_callers_only() -> None:
     publisher = BatchingEventPublisher(inner)
     inner.hold.clear()
     inner.fail_ids = {"bad"}
-    first = asyncio.ensure_future(publisher.publish(events("bad")))
-    for _ in range(3):
-        await asyncio.sleep(0)
-    second = asyncio.ensure_future(publisher.publish(events("good")))
-    for _ in range(3):
-        await asyncio.sleep(0)
+    first = await publishing(publisher, "bad")
+    second = await publishing(publisher, "good")
     inner.hold.set()
     results = await asyncio.gather(first, second, return_exceptions=True)
     assert isinstance(results[0], ConnectionError) and results[1] is None
@@ -107,9 +107,7 @@ async def test_a_cancelled_send_does_not_leave_its_callers_waiting() -> None:
     inner = HeldSends()
     publisher = BatchingEventPublisher(inner)
     inner.hold.clear()
-    caller = asyncio.ensure_future(publisher.publish(events("a")))
-    for _ in range(3):
-        await asyncio.sleep(0)
+    caller = await publishing(publisher, "a")
     assert publisher._flusher is not None
     publisher._flusher.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -28,7 +28,7 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from hitl_core.notify import verify_signature
+from hitl_core.notify import CloudEvent, Notification, render_notification, verify_signature
 from hitl_core.notify.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from tests.support.redis_server import RedisServer, free_port, redis_server
 
@@ -79,6 +79,11 @@ def make_event(
         "time": BASE.isoformat(),
         "data": view,
     }
+
+
+def personal_notes(event: CloudEvent, *people: str) -> list[Notification]:
+    """The event rendered once per person, each addressed to that person alone (as e-mail sends it)."""
+    return [render_notification(event, now=BASE).model_copy(update={"recipients": [p]}) for p in people]
 
 
 # --------------------------------------------------------------------------- webhook receiver

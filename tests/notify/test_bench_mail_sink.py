@@ -15,10 +15,10 @@ from pathlib import Path
 
 import httpx
 
-from hitl_core.notify import CloudEvent, EmailChannel, render_notification
+from hitl_core.notify import CloudEvent, EmailChannel
 from tests.support.ports import free_port
 
-from .conftest import BASE, make_event
+from .conftest import make_event, personal_notes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,8 +37,7 @@ def test_the_stand_in_relay_counts_each_message_per_sender() -> None:
                 assert time.monotonic() < deadline and proc.poll() is None, "the mail sink did not start"
                 time.sleep(0.1)
         event = CloudEvent.coerce(make_event())
-        notes = [render_notification(event, now=BASE).model_copy(update={"recipients": [p]})
-                 for p in ("rita@example.com", "ron@example.com")]
+        notes = personal_notes(event, "rita@example.com", "ron@example.com")
         channel = EmailChannel("127.0.0.1", smtp_port, starttls=False, sender="hitl@hitl.localhost")
 
         async def send_and_close() -> None:

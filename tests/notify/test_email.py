@@ -22,7 +22,7 @@ from hitl_core.notify import (
 )
 from tests.support.redis_server import free_port
 
-from .conftest import BASE, SMTP_PASSWORD, SMTP_USER, SmtpServer, make_event
+from .conftest import BASE, SMTP_PASSWORD, SMTP_USER, SmtpServer, make_event, personal_notes
 
 BACKENDS = ["aiosmtplib", "smtplib"]
 
@@ -189,7 +189,7 @@ async def test_each_persons_message_goes_over_one_connection(
     server = smtp_factory(auth=True, starttls=starttls)
     event = CloudEvent.coerce(make_event())
     people = ["ann@example.com", "bob@example.com", "cat@example.com"]
-    notes = [render_notification(event, now=BASE).model_copy(update={"recipients": [p]}) for p in people]
+    notes = personal_notes(event, *people)
     channel = EmailChannel("127.0.0.1", server.port, username=SMTP_USER, password=SMTP_PASSWORD,
                            starttls=starttls, sender="hitl@example.net", tls_context=client_tls_context)
     await channel.send_all(event, notes)
@@ -204,10 +204,6 @@ async def test_each_persons_message_goes_over_one_connection(
     assert len(server.received()) == 3
 
 
-def _notes_for(event: CloudEvent, *people: str) -> list[Notification]:
-    return [render_notification(event, now=BASE).model_copy(update={"recipients": [p]}) for p in people]
-
-
 @pytest.mark.parametrize("starttls", [False, True])
 async def test_the_connection_is_kept_for_the_next_request(
         smtp_factory: Callable[..., SmtpServer], client_tls_context: ssl.SSLContext, starttls: bool) -> None:
@@ -217,13 +213,13 @@ async def test_the_connection_is_kept_for_the_next_request(
                            starttls=starttls, sender="hitl@example.net", tls_context=client_tls_context)
     for number in range(3):
         event = CloudEvent.coerce(make_event(event_id=f"evt-{number}"))
-        await channel.send_all(event, _notes_for(event, "ann@example.com", "bob@example.com"))
+        await channel.send_all(event, personal_notes(event, "ann@example.com", "bob@example.com"))
     assert len(server.received()) == 6
     assert len(set(server.sessions)) == 1 and len(server.auth_attempts) == 1
     await channel.aclose()
     assert channel._kept == []
     event = CloudEvent.coerce(make_event(event_id="evt-after-close"))
-    await channel.send(event, _notes_for(event, "cat@example.com")[0])  # closing only forgets connections
+    await channel.send(event, personal_notes(event, "cat@example.com")[0])  # closing only forgets connections
     assert len(set(server.sessions)) == 2
     await channel.aclose()
 
@@ -233,9 +229,9 @@ async def test_a_connection_the_relay_timed_out_is_replaced(smtp_factory: Callab
     server = smtp_factory(idle_timeout=0.3)
     channel = EmailChannel("127.0.0.1", server.port, starttls=False, sender="hitl@example.net")
     event = CloudEvent.coerce(make_event())
-    await channel.send(event, _notes_for(event, "ann@example.com")[0])
+    await channel.send(event, personal_notes(event, "ann@example.com")[0])
     await asyncio.sleep(0.8)
-    await channel.send(event, _notes_for(event, "bob@example.com")[0])
+    await channel.send(event, personal_notes(event, "bob@example.com")[0])
     assert [e.rcpt_tos for e in server.envelopes()] == [["ann@example.com"], ["bob@example.com"]]
     assert len(set(server.sessions)) == 2
     await channel.aclose()
@@ -247,11 +243,11 @@ async def test_a_connection_lost_unseen_is_replaced_once(smtp_factory: Callable[
     first = smtp_factory()
     channel = EmailChannel("127.0.0.1", first.port, starttls=False, sender="hitl@example.net")
     event = CloudEvent.coerce(make_event())
-    await channel.send(event, _notes_for(event, "ann@example.com")[0])
+    await channel.send(event, personal_notes(event, "ann@example.com")[0])
     first.stop()
     second = smtp_factory(port=first.port)
     assert channel._kept[0].smtp.is_connected  # nothing told this process yet
-    await channel.send_all(event, _notes_for(event, "bob@example.com", "cat@example.com"))
+    await channel.send_all(event, personal_notes(event, "bob@example.com", "cat@example.com"))
     assert [e.rcpt_tos for e in first.envelopes()] == [["ann@example.com"]]
     assert [e.rcpt_tos for e in second.envelopes()] == [["bob@example.com"], ["cat@example.com"]]
     assert len(set(second.sessions)) == 1
@@ -264,7 +260,7 @@ async def test_a_fresh_connection_that_fails_is_not_retried() -> None:
     channel = EmailChannel("127.0.0.1", port, starttls=False, sender="hitl@example.net", timeout=2)
     event = CloudEvent.coerce(make_event())
     with pytest.raises(NotificationDeliveryError, match=f"SMTP 127.0.0.1:{port} failed"):
-        await channel.send(event, _notes_for(event, "ann@example.com")[0])
+        await channel.send(event, personal_notes(event, "ann@example.com")[0])
     assert channel._kept == []
 
 
@@ -274,19 +270,19 @@ async def test_concurrent_requests_and_the_limits_of_keeping(smtp_server: SmtpSe
     channel = EmailChannel("127.0.0.1", smtp_server.port, starttls=False, sender="hitl@example.net",
                            max_kept_connections=2, keep_alive_seconds=0.3)
     events = [CloudEvent.coerce(make_event(event_id=f"evt-{n}")) for n in range(3)]
-    await asyncio.gather(*(channel.send(e, _notes_for(e, "ann@example.com")[0]) for e in events))
+    await asyncio.gather(*(channel.send(e, personal_notes(e, "ann@example.com")[0]) for e in events))
     assert len(set(smtp_server.sessions)) == 3 and len(channel._kept) == 2
-    await channel.send(events[0], _notes_for(events[0], "bob@example.com")[0])
+    await channel.send(events[0], personal_notes(events[0], "bob@example.com")[0])
     assert len(set(smtp_server.sessions)) == 3  # a kept one
     await asyncio.sleep(0.4)
-    await channel.send(events[0], _notes_for(events[0], "cat@example.com")[0])
+    await channel.send(events[0], personal_notes(events[0], "cat@example.com")[0])
     assert len(set(smtp_server.sessions)) == 4  # the kept ones were too old
     await channel.aclose()
 
     one_each = EmailChannel("127.0.0.1", smtp_server.port, starttls=False, sender="hitl@example.net",
                             keep_alive_seconds=0)
     for person in ("dan@example.com", "eve@example.com"):
-        await one_each.send(events[0], _notes_for(events[0], person)[0])
+        await one_each.send(events[0], personal_notes(events[0], person)[0])
     assert len(set(smtp_server.sessions)) == 6 and one_each._kept == []
 
 
