@@ -12,7 +12,10 @@ so the largest costs can be named and compared before and after a change. Idle t
 waiting in ``select``/``epoll``) is left out. pyinstrument is a dev tool, not a dependency of
 the project: ``.venv/bin/python -m pip install pyinstrument`` first.
 
-Run: ``python -m bench.profile_host [--seconds 20] [--clients 32] [--notify] [--top 25]``
+``--preload N`` stores N pending sessions first (as ``bench.http_load`` does for its second phase), to
+see what a larger store costs.
+
+Run: ``python -m bench.profile_host [--seconds 20] [--clients 32] [--preload 0] [--notify] [--top 25]``
 """
 
 from __future__ import annotations
@@ -30,7 +33,16 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.http_load import DIRECTORY, ROOT, Host, _wait_healthy, environment_without_hitl_settings, loadavg, run_load
+from bench.http_load import (
+    DIRECTORY,
+    ROOT,
+    Host,
+    _wait_healthy,
+    environment_without_hitl_settings,
+    loadavg,
+    preload,
+    run_load,
+)
 
 #: (group, substring of the file path or function name), first match wins.
 GROUPS: list[tuple[str, str]] = [
@@ -176,6 +188,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--preload", type=int, default=0, help="pending sessions stored before the run")
     parser.add_argument("--notify", action="store_true")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "profile_host.json")
@@ -191,6 +204,8 @@ def main() -> None:
         data_dir = Path(tmp)
         stats_path = data_dir / "devhost.pyisession"
         env = {"HITL_NOTIFY_DEFAULT_RECIPIENTS": "reviewers@example.test"} if ns.notify else {"HITL_SMTP_HOST": "off"}
+        if ns.preload:
+            asyncio.run(preload(data_dir, ns.preload))
         host = ProfiledHost(data_dir, env, stats_path)
         host.start()
         try:
