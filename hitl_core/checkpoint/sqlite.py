@@ -163,31 +163,62 @@ def open_database(path: Path, *, synchronous: Literal["NORMAL", "FULL"], busy_ti
 
 
 class BackgroundWalCheckpoints:
-    """Copies a connection's WAL back into the database file on a worker thread, off the event loop.
+    """Copies a connection's WAL back into the database file, and starts the WAL afresh, on a worker
+    thread: the event loop never runs a checkpoint's copying or fsyncs.
 
     Why: SQLite checkpoints automatically inside the commit that takes the WAL past 1,000 pages, and
     that commit runs on the event loop. On the project's machine such a checkpoint took 26-34 ms
     (its fsyncs included) every ~180 commits of a 10 KB session, and every request in flight waited
-    for it. Here the connection's automatic checkpoint is raised to ``safety_net_pages`` (it still
-    bounds the WAL if the thread cannot keep up), and after every ``every_commits`` commits a
-    ``PASSIVE`` checkpoint runs on the default executor with a connection of its own: it never waits
-    for readers or writers, so what it cannot copy now the next one does. Commits made outside an
-    event loop (start-up, migrations) only count.
+    for it.
+
+    After every ``every_commits`` commits, a worker thread with a connection of its own:
+
+    1. runs a ``PASSIVE`` checkpoint, which copies the WAL back and waits for nobody, so the loop's
+       writers go on meanwhile;
+    2. if the WAL held ``restart_after_frames`` frames or more, runs a ``RESTART`` checkpoint at once:
+       it copies the few frames added meanwhile and leaves the WAL to start again at its next write.
+       Copying alone is not enough under steady load: SQLite reuses a WAL only when a writer finds it
+       entirely copied back, and frames were always added while step 1 ran, so the WAL grew until the
+       automatic checkpoint ran on the loop after all (measured: 13-26 ms every ~1 s). ``RESTART``
+       needs the write lock for its milliseconds; meanwhile the storage's writers wait in
+       :meth:`writable` (an ``await``: the loop serves everything else) instead of in SQLite's busy
+       handler, which would sleep on the loop. The flag is advice, the lock is the guarantee: a
+       writer that began just before simply finishes first.
+
+    The automatic checkpoint stays as a safety net at ``safety_net_pages`` (it bounds the WAL if the
+    thread cannot keep up). Commits made outside an event loop (start-up, migrations) only count.
     """
 
     def __init__(self, path: Path, db: sqlite3.Connection, *, every_commits: int = 100,
+                 restart_after_frames: int = 4_000, restart_wait_ms: int = 200,
                  safety_net_pages: int = 10_000) -> None:
         db.execute(f"PRAGMA wal_autocheckpoint={int(safety_net_pages)}")  # an int; PRAGMA takes no parameters
         self.path = path
         self.every_commits = every_commits
+        self.restart_after_frames = restart_after_frames
+        #: how long RESTART waits for another process's writer or a reader still on the old WAL, then
+        #: gives up (reported busy; the next one tries again), so the loop's writers never wait longer
+        self.restart_wait_ms = restart_wait_ms
         self._commits = 0
         self._running: asyncio.Future[None] | None = None
+        #: set by the worker while its RESTART checkpoint runs; writers on the loop wait for ``_gate``
+        self._restarting = False
+        self._gate: asyncio.Future[None] | None = None
         self._connection: sqlite3.Connection | None = None
         self._lock = threading.Lock()  # the worker's connection, against close() from the loop
-        #: checkpoints run, and the last one's ``(busy, frames in the WAL, frames copied)``
+        #: checkpoints run, WAL restarts among them, and the last one's ``(busy, frames in the WAL, frames copied)``
         self.runs = 0
+        self.restarts = 0
         self.last_result: tuple[int, int, int] | None = None
         self.last_thread: int | None = None
+
+    async def writable(self) -> None:
+        """Return when the storage may begin a write transaction: at once, unless the worker's
+        ``RESTART`` checkpoint is running. Call it right before ``BEGIN``, with no ``await`` between."""
+        while self._restarting:
+            if self._gate is None:
+                self._gate = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._gate)
 
     def committed(self) -> None:
         """Count a commit; start a checkpoint when enough have piled up and none is running."""
@@ -199,17 +230,38 @@ class BackgroundWalCheckpoints:
         except RuntimeError:
             return
         self._commits = 0
-        running = self._running = loop.run_in_executor(None, self._checkpoint)
+        running = self._running = loop.run_in_executor(None, self._checkpoint, loop)
         running.add_done_callback(self._finished)
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
             if self._connection is None:
                 self._connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            busy, frames, copied = self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            self.runs += 1
-            self.last_result = (int(busy), int(frames), int(copied))
-            self.last_thread = threading.get_ident()
+            self._connection.execute(f"PRAGMA busy_timeout={int(self.restart_wait_ms)}")  # an int
+            frames = self._run("PASSIVE")
+            if frames < self.restart_after_frames:
+                return
+            self._restarting = True
+            try:
+                self._run("RESTART")
+            finally:
+                self._restarting = False
+                loop.call_soon_threadsafe(self._open_gate)
+
+    def _run(self, mode: Literal["PASSIVE", "RESTART"]) -> int:
+        """One checkpoint on the worker's connection; returns the frames the WAL held."""
+        assert self._connection is not None
+        busy, frames, copied = self._connection.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()  # a constant
+        self.runs += 1
+        self.restarts += mode == "RESTART" and not busy
+        self.last_result = (int(busy), int(frames), int(copied))
+        self.last_thread = threading.get_ident()
+        return int(frames) if not busy else 0
+
+    def _open_gate(self) -> None:
+        gate, self._gate = self._gate, None
+        if gate is not None and not gate.done():
+            gate.set_result(None)
 
     def _finished(self, future: asyncio.Future[None]) -> None:
         self._running = None
@@ -362,6 +414,7 @@ class SqliteCheckpointStorage:
         # claim) leaves them as they are instead of deleting and inserting the same rows
         digest = hashlib.blake2b(json.dumps([checkpoint.workflow, expires_at, people, [d for _, d in requests]])
                                  .encode(), digest_size=16).hexdigest()
+        await self.wal_checkpoints.writable()
         with self._transaction() as db:
             fresh = False  # a new session whose id was never stored: it has no index rows to replace
             if expected_version is None:
@@ -411,6 +464,7 @@ class SqliteCheckpointStorage:
             return set()
         now = self._now()
         cleared: set[str] = set()
+        await self.wal_checkpoints.writable()
         with self._transaction() as db:
             for sid, version in wanted:
                 cur = db.execute(
@@ -465,6 +519,7 @@ class SqliteCheckpointStorage:
         return len(expired)
 
     async def delete(self, session_id: str, *, expected_version: str | None = None) -> bool:
+        await self.wal_checkpoints.writable()
         with self._transaction(translate_busy=False) as db:
             row = db.execute(
                 "SELECT version FROM sessions WHERE session_id = ? AND (expires_at IS NULL OR expires_at > ?)",
@@ -607,6 +662,7 @@ class SqliteCheckpointStorage:
         counter, so a version handed out for the ended one can never match again.
         """
         delegator = delegation.delegator
+        await self.wal_checkpoints.writable()
         with self._transaction() as db:
             row = db.execute("SELECT version, ends_at > ? FROM delegations WHERE delegator = ?",
                              (self._now(), delegator)).fetchone()
@@ -624,6 +680,7 @@ class SqliteCheckpointStorage:
         return str(version)
 
     async def delete_delegation(self, delegator: str, *, expected_version: str | None = None) -> bool:
+        await self.wal_checkpoints.writable()
         with self._transaction() as db:
             row = db.execute("SELECT version FROM delegations WHERE delegator = ? AND ends_at > ?",
                              (delegator, self._now())).fetchone()

@@ -89,3 +89,57 @@ async def test_commits_outside_an_event_loop_leave_the_wal_to_the_safety_net(tmp
     await asyncio.to_thread(commit_without_a_loop)
     assert storage.wal_checkpoints.runs == 0 and storage.wal_checkpoints._running is None
     await storage.close()
+
+
+async def test_the_wal_is_started_afresh_by_the_worker_under_steady_writes(tmp_path: Path) -> None:
+    """Copying back is not enough while writes go on: SQLite reuses the WAL only when a writer finds it
+    all copied, so it grew until the automatic checkpoint ran on the loop. The worker's RESTART
+    checkpoint starts it afresh instead, and the WAL file stays small."""
+    path = tmp_path / "hitl.db"
+    storage = SqliteCheckpointStorage(path)
+    checkpoints = storage.wal_checkpoints
+    checkpoints.every_commits, checkpoints.restart_after_frames = 5, 40
+    wal = path.with_name(path.name + "-wal")
+    for n in range(300):  # steady writes: the loop goes on while the worker checkpoints
+        await storage.save(make_checkpoint(f"s-{n}"), expected_version=None)
+        await asyncio.sleep(0)
+    wal_bytes = wal.stat().st_size  # (closing the last connection removes the file)
+    await storage.close()
+    frames_written = 300 * 4  # at least: the session, its index rows and participants, page 1
+    assert checkpoints.restarts >= 2
+    assert wal_bytes < frames_written * 4120 / 3  # reused from its start, not appended to throughout
+    reopened = SqliteCheckpointStorage(path)
+    assert all([await reopened.load(f"s-{n}") is not None for n in range(300)])
+    await reopened.close()
+
+
+async def test_writers_wait_for_the_restart_without_blocking_the_loop(tmp_path: Path) -> None:
+    """While the worker's RESTART checkpoint waits for a reader still on the old WAL, a save awaits
+    (the loop serves others meanwhile) instead of sleeping in SQLite's busy handler; it commits once
+    the restart is done."""
+    path = tmp_path / "hitl.db"
+    storage = SqliteCheckpointStorage(path)
+    checkpoints = storage.wal_checkpoints
+    checkpoints.every_commits, checkpoints.restart_after_frames, checkpoints.restart_wait_ms = 2, 1, 10_000
+    await storage.save(make_checkpoint("s-0"), expected_version=None)
+    reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT count(*) FROM sessions").fetchone() == (1,)  # a snapshot in the WAL
+    await storage.save(make_checkpoint("s-1"), expected_version=None)  # the 2nd commit: the worker starts
+    for _ in range(2_000):  # a flag the worker thread sets: polled, for at most 10 s
+        if checkpoints._restarting:  # the RESTART now waits for the reader
+            break
+        await asyncio.sleep(0.005)
+    assert checkpoints._restarting
+    save = asyncio.create_task(storage.save(make_checkpoint("s-2"), expected_version=None))
+    ticks = 0
+    for _ in range(20):
+        await asyncio.sleep(0.005)
+        ticks += 1
+    assert ticks == 20 and not save.done()  # the loop went on; the save waits for the restart
+    reader.execute("COMMIT")  # the reader leaves: the restart finishes, the save goes ahead
+    await asyncio.wait_for(save, 10)
+    assert checkpoints.restarts == 1 and checkpoints.last_result is not None and checkpoints.last_result[0] == 0
+    assert await storage.load("s-2") is not None
+    reader.close()
+    await storage.close()
