@@ -9,11 +9,12 @@ import azure.functions as func
 
 import workflows
 from hitl_core.functions import blueprints, configure
-from hitl_core.functions.events import SUBSCRIPTIONS
+from hitl_core.functions.events import deployed_subscriptions
 
 configure(workflows.ALL)
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in blueprints():
     app.register_functions(blueprint)
-app.eventgrid_subscriptions = SUBSCRIPTIONS  # the Event Grid filters (Bicep in Azure; the local host reads them)
+# the Event Grid subscriptions and their filters (the Bicep's in Azure; the local host reads them)
+app.eventgrid_subscriptions = deployed_subscriptions()

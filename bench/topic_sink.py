@@ -5,8 +5,9 @@ is part of what runs in Azure), and the topic's own work must not land in the me
 so the sink runs as a separate process. It checks the ``aeg-sas-key`` header, counts events and
 bytes, and answers 200 with an empty body, as Event Grid does. It also counts the deliveries Azure
 would make: each event against each subscription filter the app declares
-(``hitl_core.functions.events.SUBSCRIPTIONS``, what the Bicep deploys), evaluated as the local
-host evaluates them (:mod:`devhost.eventgrid_filters`) — each delivery is one billed execution.
+(``hitl_core.functions.events.SUBSCRIPTIONS``, what the Bicep deploys for an app with a notification
+channel; without one there is no ``notify_reviewers`` subscription and its count is 0), evaluated as
+the local host evaluates them (:mod:`devhost.eventgrid_filters`) — each delivery is one billed execution.
 
 Run: ``python -m bench.topic_sink --port 8124 --key KEY`` (``GET /stats`` answers the counts).
 """

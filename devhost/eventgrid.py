@@ -335,13 +335,13 @@ class LocalEventGridTopic:
         concurrency: int = 8,
         delivery_timeout: float | None = 300.0,
         keep_finished_seconds: float = 7 * 24 * 3600,
-        filters: Mapping[str, Collection[str] | Mapping[str, Any]] | None = None,
+        filters: Mapping[str, Collection[str] | Mapping[str, Any] | None] | None = None,
     ) -> None:
         if not key:
             raise ValueError("the local Event Grid topic needs a non-empty key")
         self._key = key.encode("utf-8")
         self._subscribers = tuple(subscribers)
-        #: function -> what its subscription lets through (a function not named: every event).
+        #: function -> what its subscription lets through (a function not named: every event; None: none).
         self._filters = parse_filters(filters)
         self._deliver = deliver
         self.retry = retry or RetryPolicy()

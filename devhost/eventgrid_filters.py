@@ -6,7 +6,9 @@ subscription's ``filter`` property, so one declaration serves Azure and the loca
 
 * a list of event types (the former, short form): ``["hitl.request.created", ...]``, or
 * ``{"includedEventTypes": [...], "advancedFilters": [{"operatorType": "BoolEquals",
-  "key": "data.deadline_tracked", "value": true}, ...]}``.
+  "key": "data.deadline_tracked", "value": true}, ...]}``, or
+* ``None``: the deployment makes no subscription for that function, so it gets no event (hitl's
+  ``notify_reviewers`` when no notification channel is configured).
 
 Why the local host must honour advanced filters too: a function that Azure never wakes for an
 event must not be woken for it locally, or the local host runs (and measures) executions that
@@ -87,19 +89,25 @@ class _AdvancedFilter:
 
 @dataclass(frozen=True)
 class SubscriptionFilter:
-    """What one subscription delivers: its event types (None: every type) and its advanced filters."""
+    """What one subscription delivers: its event types (None: every type) and its advanced filters;
+    nothing when the function has no subscription (``subscribed`` false)."""
 
     event_types: frozenset[str] | None
     advanced: tuple[_AdvancedFilter, ...] = ()
+    subscribed: bool = True
 
     def matches(self, event: Mapping[str, Any]) -> bool:
+        if not self.subscribed:
+            return False
         if self.event_types is not None and event.get("type") not in self.event_types:
             return False
         return all(f.matches(event) for f in self.advanced)
 
     @classmethod
-    def parse(cls, function: str, declared: Collection[str] | Mapping[str, Any]) -> SubscriptionFilter:
+    def parse(cls, function: str, declared: Collection[str] | Mapping[str, Any] | None) -> SubscriptionFilter:
         """One function's declared filter; ValueError naming the function and the problem."""
+        if declared is None:
+            return cls(frozenset(), subscribed=False)
         if not isinstance(declared, Mapping):
             return cls(frozenset(str(t) for t in declared))
         unknown = set(declared) - {"includedEventTypes", "advancedFilters"}
@@ -130,9 +138,10 @@ def _parse_advanced(function: str, item: Mapping[str, Any]) -> _AdvancedFilter:
     return _AdvancedFilter(operator, key, expected)
 
 
-def parse_filters(declared: Mapping[str, Collection[str] | Mapping[str, Any]] | None,
+def parse_filters(declared: Mapping[str, Collection[str] | Mapping[str, Any] | None] | None,
                   ) -> dict[str, SubscriptionFilter]:
-    """Every function's filter (a function not named gets every event, as a subscription without filter)."""
+    """Every function's filter (a function not named gets every event, as a subscription without filter;
+    one named with None gets none, as a function without a subscription)."""
     return {name: SubscriptionFilter.parse(name, value) for name, value in (declared or {}).items()}
 
 

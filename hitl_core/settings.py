@@ -166,6 +166,13 @@ def _switchable(env: Mapping[str, str], name: str) -> str | None:
     return None if value is not None and value.lower() == OFF else value
 
 
+def notification_channels_configured(env: Mapping[str, str]) -> bool:
+    """Whether ``env`` configures a notification channel (``HITL_WEBHOOK_URL`` or ``HITL_SMTP_HOST``,
+    neither empty nor ``off``), as :class:`Settings` reads them. It never raises: the app asks it at
+    import time, where an error would leave the Functions host with no functions at all."""
+    return any(_switchable(env, name) for name in ("HITL_WEBHOOK_URL", "HITL_SMTP_HOST"))
+
+
 def _path(env: Mapping[str, str], name: str) -> Path | None:
     value = _raw(env, name)
     return Path(value) if value else None

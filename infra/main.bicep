@@ -186,6 +186,8 @@ var functionAppName = 'func-hitl-${resourceToken}'
 var deploymentContainerName = 'app-package-${take(resourceToken, 7)}'
 var deadLetterContainerName = 'eventgrid-deadletter'
 var eventSubscriptionFunctions = split(replace(eventSubscriptions, ' ', ''), ',')
+// As hitl_core.settings.notification_channels_configured reads HITL_WEBHOOK_URL and HITL_SMTP_HOST.
+var notificationChannelConfigured = ((!empty(webhookUrl)) && (toLower(webhookUrl) != 'off')) || ((!empty(smtpHost)) && (toLower(smtpHost) != 'off'))
 
 module monitoring './modules/monitoring.bicep' = {
   name: 'monitoring'
@@ -338,6 +340,7 @@ module eventSubscription './modules/eventgrid-subscription.bicep' = if (!empty(e
     topicName: eventGridTopic.outputs.topicName
     functionAppName: functionApp.outputs.functionAppName
     functionNames: eventSubscriptionFunctions
+    notificationChannelConfigured: notificationChannelConfigured
     deadLetterStorageAccountId: storage.outputs.storageAccountId
     deadLetterContainerName: storage.outputs.deadLetterContainerName
   }

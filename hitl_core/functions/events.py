@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+from collections.abc import Mapping
 from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
 
 from ..events.models import DEADLINE_TRACKED, REQUEST_EVENT_TYPES, EventType, tracks_deadline
+from ..settings import notification_channels_configured
 from .durable import ORCHESTRATOR_NAME, deadline_input
 from .runtime import get_runtime
 
@@ -93,6 +96,19 @@ SUBSCRIPTIONS: dict[str, dict[str, Any]] = {
         "advancedFilters": [{"operatorType": "BoolEquals", "key": f"data.{DEADLINE_TRACKED}", "value": True}],
     },
 }
+
+
+def deployed_subscriptions(env: Mapping[str, str] | None = None) -> dict[str, dict[str, Any] | None]:
+    """:data:`SUBSCRIPTIONS` as a deployment with these settings has them (``env``, default the process's).
+
+    Without a notification channel (``HITL_WEBHOOK_URL``, ``HITL_SMTP_HOST``) the Bicep makes no
+    ``notify_reviewers`` subscription (None here): nothing would be sent, and each request created
+    would wake an execution, billed in Azure, only to be ignored. The local host reads this as the
+    app's ``eventgrid_subscriptions`` and delivers the same way.
+    """
+    channels = notification_channels_configured(os.environ if env is None else env)
+    return {name: (declared if channels or name != "notify_reviewers" else None)
+            for name, declared in SUBSCRIPTIONS.items()}
 
 
 @bp.event_grid_trigger(arg_name="event")

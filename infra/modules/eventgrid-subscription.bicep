@@ -1,7 +1,8 @@
 // Event subscriptions: the topic's hitl.request.* events go to the app's two Event Grid trigger
 // functions, each with its own filter and the same delivery policy (retries, then dead-letter):
 //
-//   notify-reviewers -> notify_reviewers   created, reminder, escalated (tell people to act)
+//   notify-reviewers -> notify_reviewers   created, reminder, escalated (tell people to act), only when
+//                                          a notification channel (webhook, e-mail) is configured
 //   track-deadlines  -> track_deadlines    created, resolved, expired   (start / end the per-request
 //                                          deadline orchestration `request_deadline`, Durable Functions),
 //                                          only when data.deadline_tracked is true
@@ -26,6 +27,9 @@ param functionAppName string
   'track_deadlines'
 ])
 param functionNames array
+
+@description('Whether the app has a notification channel (webhook or e-mail); without one notify_reviewers gets no subscription: it would only be woken to ignore each request.')
+param notificationChannelConfigured bool = true
 
 @description('Resource id of the storage account that receives dead-lettered events.')
 param deadLetterStorageAccountId string
@@ -71,8 +75,9 @@ resource app 'Microsoft.Web/sites@2024-04-01' existing = {
   name: functionAppName
 }
 
-// hitl_core.events.models.REQUEST_EVENT_TYPES: the events that ask a person to act.
-resource notifySubscription 'Microsoft.EventGrid/topics/eventSubscriptions@2025-02-15' = if (contains(functionNames, 'notify_reviewers')) {
+// hitl_core.events.models.REQUEST_EVENT_TYPES: the events that ask a person to act. Only with a
+// notification channel (hitl_core.functions.events.deployed_subscriptions, which the local host follows).
+resource notifySubscription 'Microsoft.EventGrid/topics/eventSubscriptions@2025-02-15' = if (contains(functionNames, 'notify_reviewers') && notificationChannelConfigured) {
   parent: topic
   name: 'notify-reviewers'
   properties: {

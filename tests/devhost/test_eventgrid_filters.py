@@ -72,3 +72,13 @@ def test_each_publish_makes_one_delivery_per_subscription_that_lets_the_event_th
     assert [(e["id"], fn) for e, fn in pairs] == [
         ("e1", "notify_reviewers"), ("e1", "audit_everything"),
         ("e2", "notify_reviewers"), ("e2", "track_deadlines"), ("e2", "audit_everything")]
+
+
+def test_a_function_declared_without_a_subscription_gets_no_event() -> None:
+    """``None``: the deployment makes no subscription for it (hitl's notify_reviewers without a
+    notification channel), so no event reaches it, unlike a function not named at all."""
+    filters = parse_filters({"notify_reviewers": None, "track_deadlines": TRACKED})
+    assert not filters["notify_reviewers"].matches(event(deadline_tracked=True))
+    pairs = deliveries([event(deadline_tracked=True)], ["notify_reviewers", "track_deadlines", "audit_everything"],
+                       filters)
+    assert [fn for _, fn in pairs] == ["track_deadlines", "audit_everything"]

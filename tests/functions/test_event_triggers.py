@@ -71,3 +71,40 @@ async def test_other_event_types_notify_nobody(mailing_runtime) -> None:  # type
                               subject="sessions/ev-1", time=None, data={"session_id": "ev-1"})
     await app_functions()["notify_reviewers"](binding)
     assert smtp.received() == []
+
+
+@pytest.mark.parametrize(("env", "notify_subscribed"), [
+    ({}, False),
+    ({"HITL_SMTP_HOST": "off", "HITL_WEBHOOK_URL": ""}, False),
+    ({"HITL_SMTP_HOST": "OFF"}, False),
+    ({"HITL_SMTP_HOST": "smtp.example.com"}, True),
+    ({"HITL_WEBHOOK_URL": "https://hooks.example.com/hitl"}, True),
+    ({"HITL_SMTP_HOST": "off", "HITL_WEBHOOK_URL": "https://hooks.example.com/hitl"}, True),
+])
+def test_notify_reviewers_is_subscribed_only_with_a_notification_channel(env: dict[str, str],
+                                                                          notify_subscribed: bool) -> None:
+    """What the app tells the local host (and the Bicep deploys): without a webhook or an SMTP host,
+    notify_reviewers has no subscription; track_deadlines keeps its filter either way."""
+    from hitl_core.functions.events import SUBSCRIPTIONS, deployed_subscriptions
+
+    deployed = deployed_subscriptions(env)
+    assert deployed["notify_reviewers"] == (SUBSCRIPTIONS["notify_reviewers"] if notify_subscribed else None)
+    assert deployed["track_deadlines"] == SUBSCRIPTIONS["track_deadlines"]
+
+
+def test_the_app_declares_its_subscriptions_from_its_settings_at_import() -> None:
+    """function_app.py reads them when the worker (or the local host) imports it, never raising: a
+    malformed setting elsewhere must not leave the host with no functions."""
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import function_app, json; print(json.dumps(function_app.app.eventgrid_subscriptions"
+             "['notify_reviewers'] is not None))")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HITL_")}
+    for extra, expected in (({"HITL_SMTP_HOST": "off"}, "false"), ({"HITL_SMTP_HOST": "smtp.example.com"}, "true"),
+                            ({"HITL_SMTP_HOST": "smtp.example.com", "HITL_SMTP_PORT": "not a number"}, "true")):
+        done = subprocess.run([sys.executable, "-c", probe], env={**base, **extra}, capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[2], timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().splitlines()[-1] == expected, done.stdout

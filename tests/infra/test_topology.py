@@ -243,3 +243,32 @@ def test_easy_auth_is_always_on(infra_scan: InfraScan) -> None:
 )
 def test_outputs_for_azd_and_the_readme(infra_scan: InfraScan, output: str) -> None:
     assert output in infra_scan.template("infra/main.bicep")["outputs"]
+
+
+def test_notify_reviewers_is_subscribed_only_with_a_notification_channel(
+    infra_scan: InfraScan, subscriptions: dict[str, Resource]
+) -> None:
+    """As the app declares (``deployed_subscriptions``) and the local host delivers: without a webhook
+    URL or an SMTP host (empty or ``off``) the Bicep makes no notify_reviewers subscription, which
+    would only wake an execution per request to ignore it; track_deadlines does not depend on it."""
+    module = infra_scan.template(SUBSCRIPTION_MODULE)
+
+    def condition(function: str) -> str:
+        return json.dumps(module["resources"][subscriptions[function].symbol]["config"]["condition"])
+
+    assert '"notificationChannelConfigured"' in condition("notify_reviewers")
+    assert "notificationChannelConfigured" not in condition("track_deadlines")
+    main = infra_scan.template("infra/main.bicep")
+    assert main["modules"]["eventSubscription"]["config"]["config"]["params"]["notificationChannelConfigured"] == (
+        "notificationChannelConfigured")
+    computed = main["variables"]["notificationChannelConfigured"]["value"]
+    assert computed["operator"]["type"] == "or"
+    for operand, setting in zip(computed["operator"]["operands"].values(), ("webhookUrl", "smtpHost"), strict=True):
+        both = operand["operator"]
+        assert both["type"] == "and"  # set, and not "off"
+        is_set, not_off = both["operands"].values()
+        assert is_set == {"operator": {"type": "not", "operands": {"bool_value": {
+            "function": {"type": "empty", "parameters": {"item_to_test": setting}}}}}}, is_set
+        assert not_off == {"operator": {"type": "not_equals", "operands": {
+            "operand_1": {"function": {"type": "to_lower", "parameters": {"string_to_change": setting}}},
+            "operand_2": "off"}}}, not_off
