@@ -190,8 +190,8 @@ class BackgroundWalCheckpoints:
     """
 
     def __init__(self, path: Path, db: sqlite3.Connection, *, every_commits: int = 100,
-                 restart_after_frames: int = 4_000, restart_wait_ms: int = 200,
-                 safety_net_pages: int = 10_000) -> None:
+                 restart_after_frames: int = 8_000, restart_wait_ms: int = 200,
+                 safety_net_pages: int = 20_000) -> None:
         db.execute(f"PRAGMA wal_autocheckpoint={int(safety_net_pages)}")  # an int; PRAGMA takes no parameters
         self.path = path
         self.every_commits = every_commits
@@ -201,9 +201,9 @@ class BackgroundWalCheckpoints:
         self.restart_wait_ms = restart_wait_ms
         self._commits = 0
         self._running: asyncio.Future[None] | None = None
-        #: set by the worker while its RESTART checkpoint runs; writers on the loop wait for ``_gate``
+        #: set by the worker while its RESTART checkpoint runs; writers on the loop wait meanwhile
         self._restarting = False
-        self._gate: asyncio.Future[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []
         self._connection: sqlite3.Connection | None = None
         self._lock = threading.Lock()  # the worker's connection, against close() from the loop
         #: checkpoints run, WAL restarts among them, and the last one's ``(busy, frames in the WAL, frames copied)``
@@ -214,11 +214,14 @@ class BackgroundWalCheckpoints:
 
     async def writable(self) -> None:
         """Return when the storage may begin a write transaction: at once, unless the worker's
-        ``RESTART`` checkpoint is running. Call it right before ``BEGIN``, with no ``await`` between."""
+        ``RESTART`` checkpoint is running. Call it right before ``BEGIN``, with no ``await`` between.
+
+        Each waiter has a future of its own, resolved straight from the worker's hand-off: on a
+        saturated loop every extra callback hop costs a whole round of the ready queue."""
         while self._restarting:
-            if self._gate is None:
-                self._gate = asyncio.get_running_loop().create_future()
-            await asyncio.shield(self._gate)
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter  # cancelling this caller cancels its own future only
 
     def committed(self) -> None:
         """Count a commit; start a checkpoint when enough have piled up and none is running."""
@@ -259,9 +262,10 @@ class BackgroundWalCheckpoints:
         return int(frames) if not busy else 0
 
     def _open_gate(self) -> None:
-        gate, self._gate = self._gate, None
-        if gate is not None and not gate.done():
-            gate.set_result(None)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _finished(self, future: asyncio.Future[None]) -> None:
         self._running = None

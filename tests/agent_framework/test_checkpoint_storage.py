@@ -568,7 +568,7 @@ async def test_sqlite_wal_checkpoints_run_off_the_event_loop(tmp_path: Path) -> 
 
     storage = SqliteAgentCheckpointStorage(tmp_path / "af.db", scope="wal")
     storage.wal_checkpoints.every_commits = 4
-    assert storage._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 10_000
+    assert storage._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 20_000
     previous = None
     for n in range(1, 10):
         await storage.save(checkpoint(f"c{n}", previous, n))
