@@ -179,7 +179,7 @@ class BackgroundWalCheckpoints:
        it copies the few frames added meanwhile and leaves the WAL to start again at its next write.
        Copying alone is not enough under steady load: SQLite reuses a WAL only when a writer finds it
        entirely copied back, and frames were always added while step 1 ran, so the WAL grew until the
-       automatic checkpoint ran on the loop after all (measured: 13-26 ms every ~1 s). ``RESTART``
+       automatic checkpoint ran on the loop after all (measured: 13-37 ms every ~1 s). ``RESTART``
        needs the write lock for its milliseconds; meanwhile the storage's writers wait in
        :meth:`writable` (an ``await``: the loop serves everything else) instead of in SQLite's busy
        handler, which would sleep on the loop. The flag is advice, the lock is the guarantee: a
