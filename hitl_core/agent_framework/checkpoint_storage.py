@@ -488,8 +488,7 @@ class SqliteAgentCheckpointStorage(_AgentCheckpointStorageBase):
         now = self._clock()
         expires_at = self._expires_at(now)
         scope, cid, workflow = self.scope, checkpoint.checkpoint_id, checkpoint.workflow_name
-        await self.wal_checkpoints.writable()
-        with self._transaction() as db:
+        async with self.wal_checkpoints.writing(self._transaction()) as db:
             db.execute("DELETE FROM af_checkpoints WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
             db.execute("DELETE FROM af_checkpoint_heads WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
             row = db.execute("SELECT doc FROM af_checkpoints WHERE scope = ? AND checkpoint_id = ?",
@@ -562,8 +561,7 @@ class SqliteAgentCheckpointStorage(_AgentCheckpointStorageBase):
         return None if row is None else (str(row[0]), str(row[1]))
 
     async def _delete(self, checkpoint_id: str) -> bool:
-        await self.wal_checkpoints.writable()
-        with self._transaction() as db:
+        async with self.wal_checkpoints.writing(self._transaction()) as db:
             row = db.execute(
                 "SELECT workflow_name FROM af_checkpoints WHERE scope = ? AND checkpoint_id = ?"
                 " AND (expires_at IS NULL OR expires_at > ?)",

@@ -41,8 +41,8 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -214,7 +214,7 @@ class BackgroundWalCheckpoints:
 
     async def writable(self) -> None:
         """Return when the storage may begin a write transaction: at once, unless the worker's
-        ``RESTART`` checkpoint is running. Call it right before ``BEGIN``, with no ``await`` between.
+        ``RESTART`` checkpoint is running. :meth:`writing` calls it right before ``BEGIN``.
 
         Each waiter has a future of its own, resolved straight from the worker's hand-off: on a
         saturated loop every extra callback hop costs a whole round of the ready queue."""
@@ -222,6 +222,15 @@ class BackgroundWalCheckpoints:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             await waiter  # cancelling this caller cancels its own future only
+
+    @asynccontextmanager
+    async def writing(self, transaction: AbstractContextManager[sqlite3.Connection],
+                      ) -> AsyncIterator[sqlite3.Connection]:
+        """``transaction`` (a storage's ``BEGIN IMMEDIATE`` ... ``COMMIT``, not yet entered), begun once
+        :meth:`writable` returns, with no ``await`` between: how every async writer of a storage writes."""
+        await self.writable()
+        with transaction as db:
+            yield db
 
     def committed(self) -> None:
         """Count a commit; start a checkpoint when enough have piled up and none is running."""
@@ -240,7 +249,7 @@ class BackgroundWalCheckpoints:
         with self._lock:
             if self._connection is None:
                 self._connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._connection.execute(f"PRAGMA busy_timeout={int(self.restart_wait_ms)}")  # an int
+                self._connection.execute(f"PRAGMA busy_timeout={int(self.restart_wait_ms)}")  # an int
             frames = self._run("PASSIVE")
             if frames < self.restart_after_frames:
                 return
@@ -418,8 +427,7 @@ class SqliteCheckpointStorage:
         # claim) leaves them as they are instead of deleting and inserting the same rows
         digest = hashlib.blake2b(json.dumps([checkpoint.workflow, expires_at, people, [d for _, d in requests]])
                                  .encode(), digest_size=16).hexdigest()
-        await self.wal_checkpoints.writable()
-        with self._transaction() as db:
+        async with self.wal_checkpoints.writing(self._transaction()) as db:
             fresh = False  # a new session whose id was never stored: it has no index rows to replace
             if expected_version is None:
                 fresh = db.execute(
@@ -468,8 +476,7 @@ class SqliteCheckpointStorage:
             return set()
         now = self._now()
         cleared: set[str] = set()
-        await self.wal_checkpoints.writable()
-        with self._transaction() as db:
+        async with self.wal_checkpoints.writing(self._transaction()) as db:
             for sid, version in wanted:
                 cur = db.execute(
                     "UPDATE sessions SET doc = json_set(doc, '$.outbox', json('[]')), version = version + 1"
@@ -523,8 +530,7 @@ class SqliteCheckpointStorage:
         return len(expired)
 
     async def delete(self, session_id: str, *, expected_version: str | None = None) -> bool:
-        await self.wal_checkpoints.writable()
-        with self._transaction(translate_busy=False) as db:
+        async with self.wal_checkpoints.writing(self._transaction(translate_busy=False)) as db:
             row = db.execute(
                 "SELECT version FROM sessions WHERE session_id = ? AND (expires_at IS NULL OR expires_at > ?)",
                 (session_id, self._now()),
@@ -666,8 +672,7 @@ class SqliteCheckpointStorage:
         counter, so a version handed out for the ended one can never match again.
         """
         delegator = delegation.delegator
-        await self.wal_checkpoints.writable()
-        with self._transaction() as db:
+        async with self.wal_checkpoints.writing(self._transaction()) as db:
             row = db.execute("SELECT version, ends_at > ? FROM delegations WHERE delegator = ?",
                              (self._now(), delegator)).fetchone()
             actual = str(row[0]) if row is not None and row[1] else None
@@ -684,8 +689,7 @@ class SqliteCheckpointStorage:
         return str(version)
 
     async def delete_delegation(self, delegator: str, *, expected_version: str | None = None) -> bool:
-        await self.wal_checkpoints.writable()
-        with self._transaction() as db:
+        async with self.wal_checkpoints.writing(self._transaction()) as db:
             row = db.execute("SELECT version FROM delegations WHERE delegator = ? AND ends_at > ?",
                              (delegator, self._now())).fetchone()
             if row is not None and expected_version is not None and str(row[0]) != expected_version:
